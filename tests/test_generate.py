@@ -16,6 +16,7 @@ import directpo.generate as generate
 import directpo.generate_files as generate_files
 from directpo.cli import main
 from directpo.config import DPOConfig
+from directpo.errors import DataError
 from directpo.seeded_sampling import SeededSampling
 
 
@@ -464,3 +465,83 @@ def test_keep_special_tokens_writes_those_drawn_mid_reply(model) -> None:
         assert sample.completion_ids == [start, word, eos]
         texts.append(sample.text)
     assert texts == [tokenizer.decode([word]), "<|im_start|>" + tokenizer.decode([word])]
+
+
+def test_the_check_before_loading_encodes_a_batch_of_prompts_in_one_call(
+    model, tmp_path, monkeypatch, capsys
+) -> None:
+    """generate's check of every prompt called the tokenizer once per row (most of a large
+    file's time before the model loaded); now once per batch of rows, and a prompt the chat
+    template refuses is still said in the file's order among rows refused for their fields."""
+    from directpo.tokenization import PairTokenizer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before every row was checked")
+
+    monkeypatch.setattr(generate_files, "load_causal_lm", refuse)
+    monkeypatch.setattr("directpo.prompts.CHECKED_TOGETHER", 4, raising=False)
+    calls: list[int] = []
+    real = PairTokenizer._ids_many
+
+    def counting(self, texts):
+        calls.append(len(texts))
+        return real(self, texts)
+
+    monkeypatch.setattr(PairTokenizer, "_ids_many", counting)
+    strict = shutil.copytree(model, tmp_path / "strict")
+    (strict / "chat_template.jinja").write_text(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
+        "{% endif %}{{ m['content'] }}\n{% endfor %}"
+    )
+    chat = [{"role": "user", "content": "Hi"}]
+    system = [{"role": "system", "content": "Be nice"}, *chat]
+    rows = [{"prompt": chat} for _ in range(9)]
+    rows[1] = {"prompt": system}  # refused by the template
+    rows[2] = {"prompt": 5}  # refused for its field, in the same batch
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    args = ["generate", "--model_name_or_path", str(strict), "--input", str(data)]
+    assert main([*args, "--output", str(tmp_path / "samples.jsonl")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"directpo: error: {data}: line 2: the chat template refused the row (no system); "
+        "line 3: field 'prompt' must be a string, got a number"
+    )
+    # the 8 rows that parse, 4 at a time (lines 1, 2, 4, 5: line 2 refused when rendered), one
+    # call a row before
+    assert calls == [3, 4]
+
+
+def test_a_prompt_files_check_before_training_encodes_a_batch_in_one_call(monkeypatch) -> None:
+    """check_prompts (an online run's prompt_file, held-out prompts) called the tokenizer once
+    per prompt; now once per batch, each refused prompt still named in order."""
+    from tiny import build_tokenizer
+
+    from directpo.tokenization import TOKENIZE_BATCH, PairTokenizer
+
+    calls: list[int] = []
+    real = PairTokenizer._ids_many
+
+    def counting(self, texts):
+        calls.append(len(texts))
+        return real(self, texts)
+
+    monkeypatch.setattr(PairTokenizer, "_ids_many", counting)
+    tokenizer = build_tokenizer("llama")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
+        "{% endif %}{{ m['content'] }}\n{% endfor %}"
+    )
+    chat = [{"role": "user", "content": "Hi"}]
+    system = [{"role": "system", "content": "Be"}, *chat]
+    prompts = [chat] * (TOKENIZE_BATCH + 5)
+    prompts[3] = prompts[TOKENIZE_BATCH + 1] = system
+    with pytest.raises(DataError) as info:
+        generate.check_prompts(tokenizer, prompts, "prompts.jsonl")
+    said = str(info.value)
+    assert said.startswith('prompts.jsonl: prompt 4 ([{"role": "system", "content": "Be"}')
+    assert said.endswith(
+        f"...): the chat template refused the row (no system) (1 more row like it: prompt "
+        f"{TOKENIZE_BATCH + 2})"
+    )
+    assert calls == [TOKENIZE_BATCH - 1, 4]  # (the refused ones are not tokenized)
+    calls.clear()
+    assert generate.check_prompts(tokenizer, [chat] * 3, "p") == 3 and calls == [3]

@@ -819,3 +819,56 @@ def test_score_takes_assistant_only_loss_as_a_flag(tmp_path, capsys) -> None:
         "assistant_only_loss false, where the run trained with true: the rewards are over other "
         "tokens than the run's log-probs" in capsys.readouterr().out
     )
+
+
+def test_score_and_rank_call_the_tokenizer_once_per_batch_of_rows(
+    models, tmp_path, monkeypatch, capsys
+) -> None:
+    """Both passes over the file (the check before loading, the scoring) encode a batch of
+    rows in one tokenizer call: a call per response made the check of a 60k-row file take
+    minutes before the model loaded. A row the chat template refuses is still said in the
+    file's order among the rows refused for their fields."""
+    from directpo.tokenization import PairTokenizer
+
+    monkeypatch.setattr("directpo.prompts.CHECKED_TOGETHER", 4, raising=False)
+    monkeypatch.setattr("directpo.reward_files.CHECKED_TOGETHER", 4, raising=False)
+    calls: list[int] = []
+    real = PairTokenizer._ids_many
+
+    def counting(self, texts):
+        calls.append(len(texts))
+        return real(self, texts)
+
+    monkeypatch.setattr(PairTokenizer, "_ids_many", counting)
+    rows = [dict(SENTIMENT_PAIRS[i % len(SENTIMENT_PAIRS)], id=i) for i in range(10)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    score_file(options(ScoreOptions, models, data, tmp_path / "s.jsonl", batch_size=4), quiet)
+    assert len(calls) == 6  # 3 batches of rows (4, 4, 2) in each pass; it was 2 x 20
+    calls.clear()
+    scored = read(tmp_path / "s.jsonl")
+    scorer = ImplicitReward(*models, beta=0.1, batch_size=4)
+    want = scorer.score(
+        [r["prompt"] for r in rows for _ in range(2)],
+        [r[k] for r in rows for k in ("chosen", "rejected")],
+    )
+    assert [v for r in scored for v in (r["chosen_reward"], r["rejected_reward"])] == want
+    strict = shutil.copytree(models[0], tmp_path / "strict")
+    (strict / "chat_template.jinja").write_text(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
+        "{% endif %}{{ m['content'] }}\n{% endfor %}"
+    )
+    chat = [{"role": "user", "content": "Hi"}]
+    system = [{"role": "system", "content": "Be nice"}, *chat]
+    candidates = [{"prompt": p, "responses": [" a", " b"]} for p in (chat, system, chat, chat)]
+    candidates[2] = {"prompt": chat}  # refused for its fields, in the same batch as line 2
+    data = write_jsonl(tmp_path / "chats.jsonl", candidates)
+    policy, reference = models
+    common = ["--model_name_or_path", str(strict), "--ref_model_name_or_path", str(reference),
+              "--beta", "0.1", "--output", str(tmp_path / "r.jsonl")]  # fmt: skip
+    capsys.readouterr()  # (the scoring's progress)
+    assert main(["rank", *common, "--input", str(data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"directpo: error: {data}: line 2: the chat template refused the row (no system); "
+        "line 3: missing field"
+    )

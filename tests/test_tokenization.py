@@ -870,3 +870,46 @@ def test_every_row_refused_at_tokenization_is_counted_in_one_line() -> None:
     )
     kept = tokenize_preferences(data, tokenizer, prompt + 1, skip_invalid_rows=True)
     assert len(kept) == 295 and sum(kept.skipped.values()) == 5
+
+
+def test_rows_to_score_are_encoded_together_as_one_at_a_time(monkeypatch) -> None:
+    """score and rank encode a batch of rows in one tokenizer call (a call per response took
+    most of a 60k-row file's check); each item's ids, spans and cuts are those of encoding it
+    alone, and a row the chat template refuses is its own RowError, the rows around it kept."""
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = STRICT_TEMPLATE
+    system = [{"role": "system", "content": "Be brief."}, *USER]
+    long_user = [{"role": "user", "content": "tell me " * 9}]
+    items = [
+        ("The movie was", " wonderful and great.", None, None),
+        ("The movie was", " bad.", None, None),  # (a pair's two: the prompt read once)
+        (USER, _assistant("yes"), None, None),
+        (system, _assistant("no"), None, None),  # refused by the template
+        (long_user, _assistant("a long answer " * 5), None, None),  # cut
+        ("hello wor", "ld", None, None),
+    ]
+    encoder = PairTokenizer(tokenizer, 24, 12)
+    alone_cuts = [Counter() for _ in items]
+    alone = []
+    for (prompt, response, images, args), cut in zip(items, alone_cuts, strict=True):
+        try:
+            alone.append(encoder.encode_scored(prompt, response, images, cut, args))
+        except RowError as err:
+            alone.append(err)
+    calls = []
+    original = type(tokenizer).__call__
+
+    def counting(self, text, *args, **kwargs):
+        calls.append(len(text) if isinstance(text, list) else 1)
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    cuts = [Counter() for _ in items]
+    together = encoder.encode_scored_many(items, cuts)
+    assert len(calls) == 1  # one call for the five rendered rows
+    assert [r for r in together if not isinstance(r, RowError)] == [
+        r for r in alone if not isinstance(r, RowError)
+    ]
+    assert [isinstance(r, RowError) for r in together] == [False, False, False, True, False, False]
+    assert together[3].message == alone[3].message
+    assert cuts == alone_cuts and cuts[4]["prompts"] == 1

@@ -40,7 +40,7 @@ from directpo.special_text import (
     special_summary,
 )
 from directpo.stops import whole_characters
-from directpo.tokenization import PairTokenizer
+from directpo.tokenization import TOKENIZE_BATCH, PairTokenizer
 from directpo.vision import VisionInputs, batch_tensors, placeholder_token_ids
 
 
@@ -93,6 +93,31 @@ def encode_one_prompt(
     return encoder.prompt_ids(prompt, truncated=truncated), None
 
 
+def prompt_problems(
+    encoder: PairTokenizer, prompts: Sequence[Text | ImagePrompt]
+) -> list[str | None]:
+    """Each prompt's problem when rendered and encoded for sampling (one the chat template
+    refuses: a system message it does not take, ...), or None; the text prompts tokenized in
+    one call (a call a prompt was most of a large prompt file's check)."""
+    problems: list[str | None] = [None] * len(prompts)
+    texts: list[tuple[int, tuple[Text, dict[str, Any] | None]]] = []
+    for index, prompt in enumerate(prompts):
+        if isinstance(prompt, ImagePrompt) and prompt.images:  # (the processor's: one at a time)
+            try:
+                encode_one_prompt(encoder, prompt)
+            except RowError as err:
+                problems[index] = err.message
+        elif isinstance(prompt, ImagePrompt):  # a row's tools or chat_template_kwargs
+            texts.append((index, (prompt.prompt, prompt.template_args)))
+        else:
+            texts.append((index, (prompt, None)))
+    encoded = encoder.prompt_ids_many([prompt for _, prompt in texts])
+    for (index, _), ids in zip(texts, encoded, strict=True):
+        if isinstance(ids, RowError):
+            problems[index] = ids.message
+    return problems
+
+
 def check_prompts(
     tokenizer: Any,
     prompts: Iterable[Text | ImagePrompt],
@@ -116,18 +141,28 @@ def check_prompts(
     number = 0
     refused = RefusedRows(label)  # every refused prompt said at once, as a file's bad rows are
     specials: Counter[str] = Counter()
-    for number, (prompt, place) in enumerate(zip(prompts, named, strict=False), start=1):
-        if echo is not None:
-            texts = row_texts(prompt_of(prompt))
-            count_special_text(texts, encoder.specials, specials, place or "")
-        try:
-            encode_one_prompt(encoder, prompt)
-        except RowError as err:
+    batch: list[tuple[int, Text | ImagePrompt, str | None]] = []
+
+    def check_batch() -> None:  # (one tokenizer call for a batch: one a prompt was slow)
+        problems = prompt_problems(encoder, [prompt for _, prompt, _ in batch])
+        for (number, prompt, place), problem in zip(batch, problems, strict=True):
+            if problem is None:
+                continue
             where = place or f"prompt {number}"
             if not refused and place is None:
                 shown = json.dumps(prompt_of(prompt), ensure_ascii=False)
                 where += f" ({shown if len(shown) <= 60 else shown[:57] + '...'})"
-            refused.add(where, err.message)
+            refused.add(where, problem)
+        batch.clear()
+
+    for number, (prompt, place) in enumerate(zip(prompts, named, strict=False), start=1):
+        if echo is not None:
+            texts = row_texts(prompt_of(prompt))
+            count_special_text(texts, encoder.specials, specials, place or "")
+        batch.append((number, prompt, place))
+        if len(batch) == TOKENIZE_BATCH:
+            check_batch()
+    check_batch()
     refused.raise_if_any()
     if echo is not None and (note := special_summary(specials)):
         echo(f"{label}: {note}")

@@ -20,7 +20,7 @@ from directpo.callers import options_entry
 from directpo.command_options import GenerateOptions
 from directpo.command_row_parsers import prompt_row as _prompt_row
 from directpo.errors import ConfigError, DataError
-from directpo.generate import encode_one_prompt, sample_completions, stop_token_ids
+from directpo.generate import prompt_problems, sample_completions, stop_token_ids
 from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text
 from directpo.model_preparation import LoadOptions
@@ -144,8 +144,8 @@ def _check_every_prompt(
     """Every row parsed and its prompt rendered before the model loads: every bad row, and
     every prompt the chat template refuses, said at once; the number of rows."""
     specials: Counter[str] = Counter()  # prompts writing special tokens (pre-rendered chats)
-    rendered = partial(_rendered_prompt, options, base_dir, encoder, specials)
-    total = check_every_row(options.input, rendered)
+    parse = partial(_counted_prompt, options, base_dir, encoder, specials)
+    total = check_every_row(options.input, parse, check_many=partial(_encodable, encoder))
     if note := special_summary(specials):  # (said once per file, as train, score and rank do)
         echo(note)
     if note := unread_system_note(
@@ -184,23 +184,27 @@ def _prompt_rows(
         yield where, row, _prompt_row(options, base_dir, f"{options.input}: {where}", row)
 
 
-def _rendered_prompt(
+def _counted_prompt(
     options: GenerateOptions,
     base_dir: str,
     encoder: PairTokenizer,
     specials: Counter[str],
     label: str,
     row: dict[str, Any],
-) -> None:
-    """``_prompt_row``'s prompt rendered once: one the chat template refuses (a system message
-    it does not take, ...) is a DataError naming its row, before the model loads; one whose
-    text writes the tokenizer's special tokens counted in ``specials``."""
+) -> Text | ImagePrompt:
+    """``_prompt_row``'s prompt, counted in ``specials`` where its text writes the tokenizer's
+    special tokens."""
     prompt = _prompt_row(options, base_dir, label, row)
     count_special_text(row_texts(prompt_of(prompt)), encoder.specials, specials, label)
-    try:
-        encode_one_prompt(encoder, prompt)
-    except RowError as err:
-        raise DataError(f"{label}: {err.message}") from None
+    return prompt
+
+
+def _encodable(
+    encoder: PairTokenizer, items: list[tuple[str, Text | ImagePrompt]]
+) -> list[str | None]:
+    """Each (label, prompt)'s problem when rendered and encoded, or None (``prompt_problems``),
+    said before the model loads."""
+    return prompt_problems(encoder, [prompt for _, prompt in items])
 
 
 def _calls(items: Iterable[Item], size: int) -> Iterator[tuple[int, list[Item]]]:

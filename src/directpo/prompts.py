@@ -57,7 +57,7 @@ def first_row_fields(source: str) -> set[str]:
 
 
 def valid_rows(
-    source: Any, parse: Callable[[str, dict[str, Any]], Item], refused: RefusedRows
+    source: Any, parse: Callable[[str, dict[str, Any]], Item], refused: RefusedRows | _InOrder
 ) -> Iterator[tuple[str, dict[str, Any], Item]]:
     """(where, row, ``parse(label, row)``) of each row of ``source`` that parses, read as
     iterated; each row that does not (unreadable, not an object, or ``parse``'s DataError) is
@@ -78,17 +78,29 @@ def valid_rows(
         yield where, row, item
 
 
+# rows whose parsed items ``check_every_row`` hands its ``check_many`` at once
+CHECKED_TOGETHER = 128
+
+
 def check_every_row(
-    source: str, parse: Callable[[str, dict[str, Any]], Any], also: str | None = None
+    source: str,
+    parse: Callable[[str, dict[str, Any]], Any],
+    also: str | None = None,
+    check_many: Callable[[list[tuple[str, Any]]], list[str | None]] | None = None,
 ) -> int:
     """How many rows ``source`` has, each checked by ``parse`` before any model loads (score,
     rank and generate); every bad row said in one DataError (the commands write a row for
     each input row: a bad one is refused, not skipped). ``also``: a problem of the command's
     options found before (score's missing beta), said first in the same line, so that one run
-    says both (the rows were checked, then the option refused: two runs)."""
+    says both (the rows were checked, then the option refused: two runs). ``check_many``: a
+    second check of the parsed items, given (label, item) of up to ``CHECKED_TOGETHER`` rows
+    at a time (one tokenizer call for them), which returns each one's problem or None."""
     refused = RefusedRows(source_label(source))
     try:
-        count = sum(1 for _ in valid_rows(source, parse, refused))
+        if check_many is None:
+            count = sum(1 for _ in valid_rows(source, parse, refused))
+        else:
+            count = _checked_together(source, parse, check_many, refused)
         refused.raise_if_any()
         if not count:
             raise no_rows(source_label(source), source)
@@ -98,6 +110,60 @@ def check_every_row(
         raise
     if also is not None:
         raise ConfigError(also)
+    return count
+
+
+class _InOrder:
+    """Refused rows held (with their place in the file) until a batch is checked, then given
+    to ``refused`` in the file's order: a row refused by ``check_many`` is said where it is,
+    not after the later rows of its batch that ``parse`` refused."""
+
+    def __init__(self, refused: RefusedRows):
+        self.refused = refused
+        self.read = 0  # rows read so far: the place of the next one
+        self.held: list[tuple[int, str, str]] = []
+
+    def add(self, where: str, problem: str) -> None:
+        self.held.append((self.read, where, problem))
+        self.read += 1
+
+    def flush(self) -> None:
+        for _, where, problem in sorted(self.held, key=lambda held: held[0]):
+            self.refused.add(where, problem)
+        self.held.clear()
+
+
+def _checked_together(
+    source: str,
+    parse: Callable[[str, dict[str, Any]], Any],
+    check_many: Callable[[list[tuple[str, Any]]], list[str | None]],
+    refused: RefusedRows,
+) -> int:
+    """``valid_rows``' count of the rows that also pass ``check_many``, called on batches of
+    ``CHECKED_TOGETHER`` parsed rows; the refused rows said in the file's order."""
+    label = source_label(source)
+    in_order = _InOrder(refused)
+    count = 0
+    batch: list[tuple[int, str, Any]] = []
+
+    def check_batch() -> None:
+        nonlocal count
+        items = [(f"{label}: {where}", item) for _, where, item in batch]
+        problems = check_many(items) if items else []
+        for (read, where, _), problem in zip(batch, problems, strict=True):
+            if problem is None:
+                count += 1
+            else:
+                in_order.held.append((read, where, problem))
+        batch.clear()
+        in_order.flush()
+
+    for where, _, item in valid_rows(source, parse, in_order):  # (it adds as RefusedRows does)
+        batch.append((in_order.read, where, item))
+        in_order.read += 1
+        if len(batch) == CHECKED_TOGETHER:
+            check_batch()
+    check_batch()
     return count
 
 

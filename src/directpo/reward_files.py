@@ -11,6 +11,7 @@ file order, the batches of scoring every row at once: the rewards do not depend 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +32,7 @@ from directpo.jsonl import StagedJsonl, options_key
 from directpo.messages import Text
 from directpo.preference_pairs import PreferenceExample, counted
 from directpo.prompts import (
+    CHECKED_TOGETHER,
     check_every_row,
     first_row_fields,
     rows_to_write,
@@ -62,8 +64,8 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     # every row checked and rendered before loading, every bad one said at once
     parse = partial(_score_item, options, base_dir)
-    rendered = _rendered(options, parse, _score_sequences)
-    total = check_every_row(options.input, rendered, _run_values_missing(options))
+    encodable = _encodable(options, _score_sequences)
+    total = check_every_row(options.input, parse, _run_values_missing(options), encodable)
     _say_unread_system(options, said_off, echo)
 
     def named(fields: tuple[str, ...]) -> tuple[str, ...]:
@@ -75,7 +77,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
         specials: Counter[str] = Counter()  # rows with special tokens in their text
         margins: list[float] = []  # one float a pair: 8 bytes, not the row
 
-        def encoded() -> Iterator[tuple[tuple[dict[str, Any], bool], list[tuple[Any, ...]]]]:
+        def fresh() -> Iterator[tuple[str, tuple[dict[str, Any], bool], Sequences]]:
             for label, row, item in _score_items(options, base_dir):
                 pair = isinstance(item, PreferenceExample)
                 staged = out.resumed(row, named(PAIR_COLUMNS if pair else RESPONSE_COLUMNS))
@@ -85,11 +87,12 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                         margins.append(staged[chosen] - staged[rejected])
                     bar.update()
                     continue
-                sequences = _score_sequences(item)
-                yield (row, pair), _encoded(scorer.encoder, sequences, label, truncated, specials)
+                yield label, (row, pair), _score_sequences(item)
+
+        encoded = _encoded_together(scorer.encoder, fresh(), truncated, specials)
 
         with _progress(total, "score") as bar:
-            for chunk in _scored_in_chunks(scorer, encoded()):
+            for chunk in _scored_in_chunks(scorer, encoded):
                 rows = []
                 for (row, pair), rewards in chunk:
                     if pair:
@@ -137,8 +140,8 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     base_dir = os.path.dirname(os.path.abspath(options.input))
     # every row checked and rendered before loading, every bad one said at once
     parse = partial(_rank_item, options, base_dir)
-    rendered = _rendered(options, parse, _rank_sequences)
-    total = check_every_row(options.input, rendered, _run_values_missing(options))
+    encodable = _encodable(options, _rank_sequences)
+    total = check_every_row(options.input, parse, _run_values_missing(options), encodable)
     _say_unread_system(options, said_off, echo)
     ranked = options.output_prefix + "ranked"
     with StagedJsonl(options.output, _resume_key(options)) as out:
@@ -147,18 +150,18 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
         specials: Counter[str] = Counter()  # rows with special tokens in their text
         candidates = 0
 
-        def encoded() -> Iterator[tuple[tuple[dict[str, Any], str], list[tuple[Any, ...]]]]:
+        def fresh() -> Iterator[tuple[str, tuple[dict[str, Any], str], Sequences]]:
             nonlocal candidates
             for label, row, column, prompt, responses, image, arg in _rank_items(options, base_dir):
                 candidates += len(responses)
                 if out.resumed(row, (ranked,)) is not None:  # written by an earlier, stopped run
                     bar.update()
                     continue
-                sequences = _rank_sequences((column, prompt, responses, image, arg))
-                yield (row, column), _encoded(scorer.encoder, sequences, label, truncated, specials)
+                yield label, (row, column), _rank_sequences((column, prompt, responses, image, arg))
 
+        encoded = _encoded_together(scorer.encoder, fresh(), truncated, specials)
         with _progress(total, "rank") as bar:
-            for chunk in _scored_in_chunks(scorer, encoded()):
+            for chunk in _scored_in_chunks(scorer, encoded):
                 rows = []
                 for (row, column), rewards in chunk:
                     scored = [(reward, i) for i, reward in enumerate(rewards)]
@@ -210,49 +213,85 @@ def _rank_sequences(item: tuple[str, Text, list[Text], Any, Any]) -> Sequences:
     return with_images(prompt, images), responses, images, args
 
 
-def _rendered(
-    options: RewardOptions,
-    parse: Callable[[str, dict[str, Any]], Item],
-    sequences: Callable[[Item], Sequences],
-) -> Callable[[str, dict[str, Any]], None]:
-    """``parse`` and then the row's sequences encoded by the model folder's tokenizer (the
-    first pass's check: a row the chat template refuses is said with the other bad rows,
-    before the models load, where it was said alone after rows were scored)."""
+def _encodable(
+    options: RewardOptions, sequences: Callable[[Any], Sequences]
+) -> Callable[[list[tuple[str, Any]]], list[str | None]]:
+    """The first pass's second check: parsed rows' sequences encoded by the model folder's
+    tokenizer, a batch of rows at a time, each one's problem or None (a row the chat template
+    refuses is said with the other bad rows, before the models load, where it was said alone
+    after rows were scored)."""
     encoder = row_encoder(
         options.model_name_or_path, options.trust_remote_code, options.assistant_only_loss
     )
 
-    def check(label: str, row: dict[str, Any]) -> None:
-        _encoded(encoder, sequences(parse(label, row)), label, Counter())
+    def problems(items: list[tuple[str, Any]]) -> list[str | None]:
+        rows = [(label, sequences(item)) for label, item in items]
+        encoded = _encoded_many(encoder, rows, Counter())
+        return [
+            str(ids).removeprefix(f"{label}: ") if isinstance(ids, DataError) else None
+            for (label, _), ids in zip(items, encoded, strict=True)
+        ]
 
-    return check
+    return problems
 
 
-def _encoded(
+def _encoded_together(
     encoder: PairTokenizer,
-    sequences: Sequences,
-    label: str,
+    rows: Iterable[tuple[str, Item, Sequences]],
+    truncated: Counter[str],
+    specials: Counter[str],
+) -> Iterator[tuple[Item, list[tuple[Any, ...]]]]:
+    """(item, the sequences of its responses) of each (label, item, sequences), read and
+    encoded ``CHECKED_TOGETHER`` rows at a time (one tokenizer call for them); a row that
+    cannot be encoded a DataError (the first pass refused such rows: a file changed since)."""
+    iterator = iter(rows)
+    while batch := list(itertools.islice(iterator, CHECKED_TOGETHER)):
+        encoded = _encoded_many(
+            encoder, [(label, sequences) for label, _, sequences in batch], truncated, specials
+        )
+        for (_, item, _), ids in zip(batch, encoded, strict=True):
+            if isinstance(ids, DataError):
+                raise ids
+            yield item, ids
+
+
+def _encoded_many(
+    encoder: PairTokenizer,
+    rows: list[tuple[str, Sequences]],
     truncated: Counter[str],
     specials: Counter[str] | None = None,
-) -> list[tuple[Any, ...]]:
-    """The sequences of one row's responses, its truncations added to ``truncated`` with its
-    prompt counted once (it is encoded with each response: a pair's long prompt was "2
-    prompts", a rank row's one per candidate), and a row whose texts hold the tokenizer's
-    special tokens counted in ``specials``; a row that cannot be encoded a DataError."""
-    prompt, responses, images, template_args = sequences
-    cut: Counter[str] = Counter()
-    if specials is not None:  # (said once per file, as training says it: special_text.py)
-        count_special_text(row_texts(prompt, *responses), encoder.specials, specials, label)
-    try:
-        ids = [
-            encoder.encode_scored(prompt, response, images, cut, template_args)
-            for response in responses
-        ]
-    except RowError as err:
-        raise DataError(f"{label}: {err.message}") from None
-    cut["prompts"] = min(cut["prompts"], 1)
-    truncated.update(+cut)
-    return ids
+) -> list[list[tuple[Any, ...]] | DataError]:
+    """Each (label, sequences)'s encoded responses, or the DataError that refuses the row, all
+    the rows' texts tokenized in one call. Each row's truncations are added to ``truncated``
+    with its prompt counted once (it is encoded with each response: a pair's long prompt was
+    "2 prompts", a rank row's one per candidate), and a row whose texts hold the tokenizer's
+    special tokens counted in ``specials``."""
+    items = []
+    cuts: list[Counter[str]] = []
+    owners = []  # the row of each item
+    for row, (label, (prompt, responses, images, template_args)) in enumerate(rows):
+        if specials is not None:  # (said once per file, as training says it: special_text.py)
+            count_special_text(row_texts(prompt, *responses), encoder.specials, specials, label)
+        cut: Counter[str] = Counter()
+        cuts.append(cut)
+        for response in responses:
+            items.append((prompt, response, images, template_args))
+            owners.append(row)
+    encoded = encoder.encode_scored_many(items, [cuts[row] for row in owners])
+    results: list[list[tuple[Any, ...]] | DataError] = [[] for _ in rows]
+    for row, ids in zip(owners, encoded, strict=True):
+        done = results[row]
+        if isinstance(done, list):  # (a row's first refused response is its problem)
+            results[row] = (
+                DataError(f"{rows[row][0]}: {ids.message}")
+                if isinstance(ids, RowError)
+                else [*done, ids]
+            )
+    for row, result in enumerate(results):
+        if isinstance(result, list):
+            cuts[row]["prompts"] = min(cuts[row]["prompts"], 1)
+            truncated.update(+cuts[row])
+    return results
 
 
 def _scored_in_chunks(
