@@ -989,3 +989,37 @@ def test_an_implicit_reward_runs_refusals_say_what_a_recipe_writes(
         "has no config.yaml from a directpo run: implicit_reward_model takes a folder directpo "
         "train wrote (its config.yaml names beta and the reference)"
     )
+
+
+def test_a_reward_model_without_tokenizer_or_template_is_said_in_one_line(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A reward model folder saved without its tokenizer (model.save_pretrained alone) was
+    "cannot load as a sequence classifier (Couldn't instantiate the backend tokenizer from one
+    of: )"; one whose tokenizer has no chat template, given conversation prompts, was
+    transformers' error cut inside its URL. Each now says what the folder lacks."""
+    from directpo.errors import ModelLoadError
+    from directpo.labellers import _reward_model
+
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    bare = tmp_path / "bare"
+    shutil.copytree(judge, bare)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (bare / name).unlink()
+    with pytest.raises(ModelLoadError) as refused:
+        _reward_model(str(bare), torch.device("cpu"), None)
+    assert str(refused.value) == (
+        f"reward_model_name_or_path '{bare}': no tokenizer in it (neither tokenizer.json nor "
+        "tokenizer_config.json); save the reward model's tokenizer there "
+        "(tokenizer.save_pretrained(DIR)): it reads the prompts and completions"
+    )
+    (judge / "chat_template.jinja").unlink()
+    score = _reward_model(str(judge), torch.device("cpu"), None)
+    assert math.isfinite(score(["a text prompt"], [" b"], [{}])[0])  # text needs no template
+    with pytest.raises(DirectpoError) as refused:
+        score([[{"role": "user", "content": "hi"}]], ["b"], [{}])
+    assert str(refused.value) == (
+        f"reward_model_name_or_path '{judge}': its tokenizer has no chat template and the "
+        "prompts are conversations: add the template it was trained with (chat_template.jinja "
+        "in its folder), or give text prompts"
+    )
