@@ -867,6 +867,12 @@ class DPOConfig(Options):
                 )
             (self.reward_fn,) = self.reward_fn
         if callable(self.reward_fn):  # TRL's online trainers take functions; a config is text
+            from directpo.rewardfn import import_name  # (it imports modules that import this)
+
+            # a module's function (trl.rewards' accuracy_reward, one imported from a file) is
+            # named as config.yaml records it; one defined in a script or notebook is refused
+            self.reward_fn = import_name(self.reward_fn) or self.reward_fn
+        if callable(self.reward_fn):
             name = getattr(self.reward_fn, "__name__", "")
             name = name if name.isidentifier() else "my_reward"
             raise ConfigError(

@@ -129,6 +129,21 @@ def _import(spec: str) -> Callable[..., Any]:
     return function
 
 
+def import_name(function: Callable[..., Any]) -> str | None:
+    """``module:function`` for a function that importing ``module`` finds under that name
+    (a module's top-level function, as TRL's reward functions in trl.rewards are), else None:
+    one defined in ``__main__`` (a script, a notebook) or inside another function has no name
+    a later run (config.yaml) could import."""
+    module_name = getattr(function, "__module__", None)
+    name = getattr(function, "__qualname__", "")
+    if not module_name or module_name == "__main__" or not name.isidentifier():
+        return None
+    module = sys.modules.get(module_name)
+    if module is None or getattr(module, name, None) is not function:
+        return None
+    return f"{module_name}:{name}"
+
+
 def _not_a_function(spec: str) -> str:
     """What a ``reward_fn`` without ``:function`` is, and what to write. TRL's reward_funcs
     takes a reward model's id or folder as well as functions: given as reward_funcs=, such a
