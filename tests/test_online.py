@@ -1023,3 +1023,29 @@ def test_a_reward_model_without_tokenizer_or_template_is_said_in_one_line(
         "prompts are conversations: add the template it was trained with (chat_template.jinja "
         "in its folder), or give text prompts"
     )
+
+
+def test_a_reward_models_score_does_not_depend_on_its_batch(tiny_model_dirs, tmp_path) -> None:
+    """A reward model whose tokenizer was saved to pad on the left (as many chat tokenizers
+    are) was batched so: with learned positions (GPT-2) a short input's positions moved by its
+    batch's longest, and its reward changed with the completions scored beside it (0.110
+    alone, -0.016 beside a longer one). Inputs are padded on the right, as TRL pads them."""
+    from transformers import AutoConfig, GPT2ForSequenceClassification
+
+    from directpo.labellers import _reward_model
+
+    policy = tiny_model_dirs["gpt2"]
+    config = AutoConfig.from_pretrained(policy)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    folder = tmp_path / "gpt2_judge"
+    GPT2ForSequenceClassification(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(policy / name, folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**settings, "padding_side": "left"}))
+    score = _reward_model(str(folder), torch.device("cpu"), None)
+    alone = score(["Hi"], [" there"], [{}])[0]
+    longer = " and a much longer completion than the first one, to pad it by many tokens"
+    beside = score(["Hi", "Hello my friend"], [" there", longer], [{}, {}])[0]
+    assert beside == pytest.approx(alone, abs=1e-5)

@@ -199,7 +199,11 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
         with _upcast(halves):  # (once per call, not per batch of 16)
             for start in range(0, len(encoded), 16):
                 chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
-                batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
+                # on the right, as TRL pads its reward inputs: a tokenizer saved to pad on the
+                # left shifted a short input's learned positions (GPT-2's) by its batch's
+                # longest, so its reward depended on the completions scored beside it
+                batch = tokenizer.pad(chunk, return_tensors="pt", padding_side="right")
+                batch = batch.to(device)
                 rewards += model(**batch).logits[:, 0].float().tolist()
         return rewards
 
