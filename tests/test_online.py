@@ -1049,3 +1049,27 @@ def test_a_reward_models_score_does_not_depend_on_its_batch(tiny_model_dirs, tmp
     longer = " and a much longer completion than the first one, to pad it by many tokens"
     beside = score(["Hi", "Hello my friend"], [" there", longer], [{}, {}])[0]
     assert beside == pytest.approx(alone, abs=1e-5)
+
+
+def test_eval_generate_is_rewarded_by_the_reward_model_without_a_reward_fn(
+    tiny_model_dirs, tmp_path, online_files
+) -> None:
+    """An online run labelled by a reward model alone logged no eval/reward at its
+    eval_generate evaluations (only reward_fn gave one): the held-out samples were never
+    judged by the reward the run optimises. They are now, by the labeller, and eval/reward is
+    the mean of the rewards written beside the samples."""
+    rewards, prompts = online_files
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    out = tmp_path / "rm"
+    config = online_config(
+        tiny_model_dirs["llama"], prompts, out, rewards, reward_fn=None,
+        reward_model_name_or_path=str(judge), max_steps=2, eval_generate=2,
+        eval_prompts_file=str(prompts), eval_strategy="steps", eval_steps=2,
+        metric_for_best_model="eval/reward", load_best_model_at_end=True,
+    )  # fmt: skip
+    evaluations = [r for r in train(config, echo=lambda _: None).metrics if "eval/kl" in r]
+    assert len(evaluations) == 1
+    samples = read_jsonl(out / "samples" / "step-2.jsonl")
+    assert len(samples) == 2 and all(math.isfinite(s["reward"]) for s in samples)
+    mean = sum(s["reward"] for s in samples) / len(samples)
+    assert evaluations[0]["eval/reward"] == pytest.approx(mean, rel=1e-6)

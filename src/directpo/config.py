@@ -804,8 +804,9 @@ class DPOConfig(Options):
         0,
         "At each evaluation, sample completions for this many held-out prompts and log "
         "eval/kl (sequence-level KL(pi||pi_ref) estimated from them), eval/reward (with "
-        "reward_fn) and the samples (output_dir/samples/); sampled in the training dtype, the "
-        "KL scored in eval_dtype's. 0: off.",
+        "reward_fn; online without one: the labeller's) and the samples "
+        "(output_dir/samples/); sampled in the training dtype, the KL scored in eval_dtype's. "
+        "0: off.",
     )
     eval_generate_samples: int = option(1, "Completions sampled per held-out prompt.")
     eval_prompts_file: str | None = option(
