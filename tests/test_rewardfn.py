@@ -140,5 +140,8 @@ def test_a_reward_model_given_as_reward_fn_is_told_its_option(tmp_path, monkeypa
     with pytest.raises(ConfigError, match=r"^reward_fn 'my_rewards.py': name the function in "
                        r"it: 'my_rewards.py:function'$"):  # fmt: skip
         load_reward_fn("my_rewards.py")
+    with pytest.raises(ConfigError, match=r"^reward_fn 'my_rewards.score': a function is named "
+                       r"after a colon: 'my_rewards:score'$"):  # fmt: skip
+        load_reward_fn("my_rewards.score")
     with pytest.raises(ConfigError, match="^reward_fn 'justaname': expected 'module:function'"):
         load_reward_fn("justaname")

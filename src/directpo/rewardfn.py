@@ -159,6 +159,9 @@ def _not_a_function(spec: str) -> str:
         )
     if spec.endswith(".py"):
         return f"name the function in it: '{spec}:function'"
+    module_name, dot, name = spec.rpartition(".")
+    if dot and module_name and name.isidentifier():  # my_rewards.score: Python's dotted path
+        return f"a function is named after a colon: '{module_name}:{name}'"
     return "expected 'module:function' or 'path/file.py:function'"
 
 
