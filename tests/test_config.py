@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -578,6 +579,43 @@ def test_a_reward_function_object_is_refused_with_how_to_name_it() -> None:
         "(config.yaml records it), e.g. def judge(prompts, completions) in my_rewards.py and "
         "reward_fn='my_rewards.py:judge'"
     )
+
+
+def test_reward_funcs_objects_are_named_as_config_yaml_records_them(tmp_path, monkeypatch) -> None:
+    """train(reward_funcs=[my_rewards.score]) (a module's function, as TRL's trl.rewards
+    ones are) was refused as "a function": it is importable by its name, so it is that
+    name; one defined where no import finds it (a script, a notebook, a closure) is refused,
+    and a loaded reward model (TRL takes one) is told reward_model_name_or_path."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "imported_rewards_mod", raising=False)
+    (tmp_path / "imported_rewards_mod.py").write_text(
+        "def score(prompts, completions):\n    return [0.0] * len(completions)\n"
+    )
+    import imported_rewards_mod
+
+    for given in (imported_rewards_mod.score, [imported_rewards_mod.score]):
+        config = DPOConfig(reward_fn=given, online=True)
+        assert config.reward_fn == "imported_rewards_mod:score"
+        assert DPOConfig(**config.to_dict()) == config
+    # a loaded reward model (TRL's reward_funcs takes one) was told to be written as a def
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    model = LlamaForSequenceClassification(
+        LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                    num_attention_heads=2, num_key_value_heads=1, num_labels=1)
+    )  # fmt: skip
+    model.name_or_path = "org/rm"
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(reward_fn=[model], online=True)
+    assert str(refused.value) == (
+        "reward_fn is a model object (LlamaForSequenceClassification): a reward model is given "
+        "by its folder or hub id, reward_model_name_or_path: save it and its tokenizer there "
+        "(.save_pretrained(DIR)) and give reward_model_name_or_path=DIR ('org/rm' if it is "
+        "that folder's, unchanged)"
+    )
+    imported_rewards_mod.score.__module__ = "__main__"  # defined in a script
+    with pytest.raises(ConfigError, match="^reward_fn is a function: give it as"):
+        DPOConfig(reward_fn=imported_rewards_mod.score, online=True)
 
 
 def test_several_samples_per_prompt_need_sampling() -> None:

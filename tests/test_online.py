@@ -989,3 +989,87 @@ def test_an_implicit_reward_runs_refusals_say_what_a_recipe_writes(
         "has no config.yaml from a directpo run: implicit_reward_model takes a folder directpo "
         "train wrote (its config.yaml names beta and the reference)"
     )
+
+
+def test_a_reward_model_without_tokenizer_or_template_is_said_in_one_line(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A reward model folder saved without its tokenizer (model.save_pretrained alone) was
+    "cannot load as a sequence classifier (Couldn't instantiate the backend tokenizer from one
+    of: )"; one whose tokenizer has no chat template, given conversation prompts, was
+    transformers' error cut inside its URL. Each now says what the folder lacks."""
+    from directpo.errors import ModelLoadError
+    from directpo.labellers import _reward_model
+
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    bare = tmp_path / "bare"
+    shutil.copytree(judge, bare)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (bare / name).unlink()
+    with pytest.raises(ModelLoadError) as refused:
+        _reward_model(str(bare), torch.device("cpu"), None)
+    assert str(refused.value) == (
+        f"reward_model_name_or_path '{bare}': no tokenizer in it (neither tokenizer.json nor "
+        "tokenizer_config.json); save the reward model's tokenizer there "
+        "(tokenizer.save_pretrained(DIR)): it reads the prompts and completions"
+    )
+    (judge / "chat_template.jinja").unlink()
+    score = _reward_model(str(judge), torch.device("cpu"), None)
+    assert math.isfinite(score(["a text prompt"], [" b"], [{}])[0])  # text needs no template
+    with pytest.raises(DirectpoError) as refused:
+        score([[{"role": "user", "content": "hi"}]], ["b"], [{}])
+    assert str(refused.value) == (
+        f"reward_model_name_or_path '{judge}': its tokenizer has no chat template and the "
+        "prompts are conversations: add the template it was trained with (chat_template.jinja "
+        "in its folder), or give text prompts"
+    )
+
+
+def test_a_reward_models_score_does_not_depend_on_its_batch(tiny_model_dirs, tmp_path) -> None:
+    """A reward model whose tokenizer was saved to pad on the left (as many chat tokenizers
+    are) was batched so: with learned positions (GPT-2) a short input's positions moved by its
+    batch's longest, and its reward changed with the completions scored beside it (0.110
+    alone, -0.016 beside a longer one). Inputs are padded on the right, as TRL pads them."""
+    from transformers import AutoConfig, GPT2ForSequenceClassification
+
+    from directpo.labellers import _reward_model
+
+    policy = tiny_model_dirs["gpt2"]
+    config = AutoConfig.from_pretrained(policy)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    folder = tmp_path / "gpt2_judge"
+    GPT2ForSequenceClassification(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(policy / name, folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**settings, "padding_side": "left"}))
+    score = _reward_model(str(folder), torch.device("cpu"), None)
+    alone = score(["Hi"], [" there"], [{}])[0]
+    longer = " and a much longer completion than the first one, to pad it by many tokens"
+    beside = score(["Hi", "Hello my friend"], [" there", longer], [{}, {}])[0]
+    assert beside == pytest.approx(alone, abs=1e-5)
+
+
+def test_eval_generate_is_rewarded_by_the_reward_model_without_a_reward_fn(
+    tiny_model_dirs, tmp_path, online_files
+) -> None:
+    """An online run labelled by a reward model alone logged no eval/reward at its
+    eval_generate evaluations (only reward_fn gave one): the held-out samples were never
+    judged by the reward the run optimises. They are now, by the labeller, and eval/reward is
+    the mean of the rewards written beside the samples."""
+    rewards, prompts = online_files
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    out = tmp_path / "rm"
+    config = online_config(
+        tiny_model_dirs["llama"], prompts, out, rewards, reward_fn=None,
+        reward_model_name_or_path=str(judge), max_steps=2, eval_generate=2,
+        eval_prompts_file=str(prompts), eval_strategy="steps", eval_steps=2,
+        metric_for_best_model="eval/reward", load_best_model_at_end=True,
+    )  # fmt: skip
+    evaluations = [r for r in train(config, echo=lambda _: None).metrics if "eval/kl" in r]
+    assert len(evaluations) == 1
+    samples = read_jsonl(out / "samples" / "step-2.jsonl")
+    assert len(samples) == 2 and all(math.isfinite(s["reward"]) for s in samples)
+    mean = sum(s["reward"] for s in samples) / len(samples)
+    assert evaluations[0]["eval/reward"] == pytest.approx(mean, rel=1e-6)

@@ -39,6 +39,9 @@ from directpo.option_loading import load_options
         (["generate", "--max_completion_length", "8"], "did you mean '--max_new_tokens'?"),
         (["generate", "--num_generations", "4"], "did you mean '--num_return_sequences'?"),
         (["train", "--num_generations", "4"], "did you mean '--online_samples_per_prompt'?"),
+        # (told 'did you mean --auto_find_batch_size?')
+        (["train", "--generation_batch_size", "8"], "did you mean '--online_prompts_per_round'?"),
+        (["generate", "--generation_batch_size", "8"], "did you mean '--batch_size'?"),
         # the command whose option a spelling means (told train's online_samples_per_prompt)
         (
             ["score", "--num_generations", "4"],

@@ -116,3 +116,32 @@ def test_a_column_the_reward_function_names_but_the_rows_lack_is_said(tmp_path) 
     assert load_reward_fn(f"{rewards}:accuracy")(["a", "b"], ["4", "6"], named) == [1.0, 0.0]
     assert load_reward_fn(f"{rewards}:positional")(["a"], ["4"], named[:1]) == [1.0]
     assert load_reward_fn(f"{rewards}:with_default")(["a"], ["4"], rows[:1]) == [0.0]
+
+
+def test_a_reward_model_given_as_reward_fn_is_told_its_option(tmp_path, monkeypatch) -> None:
+    """TRL's reward_funcs takes a reward model's id or folder as well as functions:
+    train(reward_funcs="org/rm") (read as reward_fn) said only "expected 'module:function'", of
+    an option its user never wrote. A model folder or hub id is told
+    reward_model_name_or_path; a .py file without its function, to name the function."""
+    from directpo.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "my-rm"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    for spec in (str(folder), "my-rm", "OpenAssistant/reward-model-deberta-v3-large-v2"):
+        with pytest.raises(ConfigError) as refused:
+            load_reward_fn(spec)
+        assert str(refused.value).startswith(
+            f"reward_fn '{spec}': a model, not 'module:function': a reward model (TRL's "
+            f"reward_funcs given a model id) is reward_model_name_or_path: {spec} ("
+        )
+    (tmp_path / "my_rewards.py").write_text("def score(completions, **kw):\n    return [1]\n")
+    with pytest.raises(ConfigError, match=r"^reward_fn 'my_rewards.py': name the function in "
+                       r"it: 'my_rewards.py:function'$"):  # fmt: skip
+        load_reward_fn("my_rewards.py")
+    with pytest.raises(ConfigError, match=r"^reward_fn 'my_rewards.score': a function is named "
+                       r"after a colon: 'my_rewards:score'$"):  # fmt: skip
+        load_reward_fn("my_rewards.score")
+    with pytest.raises(ConfigError, match="^reward_fn 'justaname': expected 'module:function'"):
+        load_reward_fn("justaname")

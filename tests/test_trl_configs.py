@@ -543,12 +543,21 @@ def test_an_online_dpo_config_ports_with_trls_names(tmp_path) -> None:
         0.9, 0.95, 0,
     )  # fmt: skip
     assert config.missing_eos_penalty == 1.0 and config.reward_weights == [1.0]
-    path.write_text("online: true\nreward_fn: m:f\nuse_vllm: true\njudge: pairrm\n")
+    path.write_text(
+        "online: true\nreward_fn: m:f\nuse_vllm: true\njudge: pairrm\n"
+        "reward_processing_classes: tok\n"
+    )
     with pytest.raises(ConfigError) as raised:
         load_config(str(path))
     lines = str(raised.value).splitlines()
     assert any("use_vllm: true is not supported" in line for line in lines)
     assert any("unknown option 'judge'; did you mean 'reward_fn'" in line for line in lines)
+    # (it had no hint: the reward model's tokenizer is its folder's)
+    assert any(
+        "unknown option 'reward_processing_classes'; did you mean 'reward_model_name_or_path'"
+        in line
+        for line in lines
+    )
 
 
 # keys of TRL / transformers versions before TRL 1.x and transformers 5 (at their defaults

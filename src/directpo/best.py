@@ -114,7 +114,8 @@ def default_metric_unlogged(sets: Iterable[str]) -> str:
 
 def sampled_metrics(config: Any) -> list[str]:
     """What eval_generate logs (eval_samples.evaluate_generations)."""
-    return ["eval/completion_length", "eval/kl"] + ["eval/reward"] * bool(config.reward_fn)
+    rewarded = config.reward_fn or config.online  # (online: the labeller's, without reward_fn)
+    return ["eval/completion_length", "eval/kl"] + ["eval/reward"] * bool(rewarded)
 
 
 def metric_name(name: str | None) -> str:

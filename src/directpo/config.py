@@ -804,8 +804,9 @@ class DPOConfig(Options):
         0,
         "At each evaluation, sample completions for this many held-out prompts and log "
         "eval/kl (sequence-level KL(pi||pi_ref) estimated from them), eval/reward (with "
-        "reward_fn) and the samples (output_dir/samples/); sampled in the training dtype, the "
-        "KL scored in eval_dtype's. 0: off.",
+        "reward_fn; online without one: the labeller's) and the samples "
+        "(output_dir/samples/); sampled in the training dtype, the KL scored in eval_dtype's. "
+        "0: off.",
     )
     eval_generate_samples: int = option(1, "Completions sampled per held-out prompt.")
     eval_prompts_file: str | None = option(
@@ -867,6 +868,23 @@ class DPOConfig(Options):
                 )
             (self.reward_fn,) = self.reward_fn
         if callable(self.reward_fn):  # TRL's online trainers take functions; a config is text
+            from directpo.rewardfn import import_name  # (it imports modules that import this)
+
+            # a module's function (trl.rewards' accuracy_reward, one imported from a file) is
+            # named as config.yaml records it; one defined in a script or notebook is refused
+            self.reward_fn = import_name(self.reward_fn) or self.reward_fn
+        if callable(self.reward_fn) and hasattr(self.reward_fn, "save_pretrained"):
+            # TRL's reward_funcs takes a loaded reward model too: it was told "a function",
+            # with a def to write
+            source = getattr(self.reward_fn, "name_or_path", "")
+            unchanged = f" ('{source}' if it is that folder's, unchanged)" if source else ""
+            raise ConfigError(
+                f"reward_fn is a model object ({type(self.reward_fn).__name__}): a reward model "
+                "is given by its folder or hub id, reward_model_name_or_path: save it and its "
+                "tokenizer there (.save_pretrained(DIR)) and give reward_model_name_or_path="
+                f"DIR{unchanged}"
+            )
+        if callable(self.reward_fn):
             name = getattr(self.reward_fn, "__name__", "")
             name = name if name.isidentifier() else "my_reward"
             raise ConfigError(

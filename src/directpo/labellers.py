@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +29,9 @@ from directpo.messages import Text, text_contents
 from directpo.model_fit import learned_positions
 from directpo.preference_pairs import ImagePrompt, prompt_of
 from directpo.rewardfn import PROBE_COMPLETION, probe_rows
+
+# a saved tokenizer writes one of these at least (save_pretrained: both)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 # a prompt is a row's text or messages, or an ImagePrompt with the row's own chat template
 # arguments (a pairs file's tools, chat_template_kwargs): each labeller reads what it can use
@@ -111,15 +115,24 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     cache_only_where_unreachable(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        if os.path.isdir(path) and not any(
+            os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES
+        ):  # it said "Couldn't instantiate the backend tokenizer from one of: ", and this
+            # line "cannot load as a sequence classifier", of a folder that is one
+            raise ModelLoadError(
+                f"reward_model_name_or_path '{path}': no tokenizer in it (neither "
+                f"{' nor '.join(TOKENIZER_FILES)}); save the reward model's tokenizer there "
+                "(tokenizer.save_pretrained(DIR)): it reads the prompts and completions"
+            ) from None
+        raise _unloadable(path, exc) from None
+    try:
         with _load_report_quiet():
             model, loading = AutoModelForSequenceClassification.from_pretrained(
                 path, output_loading_info=True
             )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
-        raise ModelLoadError(
-            f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
-            f"({first_line(exc)})"
-        ) from None
+        raise _unloadable(path, exc) from None
     mismatched = [k[0] if isinstance(k, tuple) else k for k in loading["mismatched_keys"]]
     untrained = sorted(loading["missing_keys"]) + sorted(mismatched)
     if untrained:  # transformers initialises them at random: every reward would be noise
@@ -161,6 +174,12 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     def encode(prompt: Text | ImagePrompt, completion: str) -> list[int]:
         prompt = prompt_of(prompt)  # rendered with the reward model's own template
         if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
+            if not tokenizer.chat_template:  # (transformers' error, cut at its URL, said less)
+                raise DirectpoError(
+                    f"reward_model_name_or_path '{path}': its tokenizer has no chat template "
+                    "and the prompts are conversations: add the template it was trained with "
+                    "(chat_template.jinja in its folder), or give text prompts"
+                )
             messages = [*prompt, {"role": "assistant", "content": completion}]
             # a text classifier's template is written for string contents, as a policy's is
             text = tokenizer.apply_chat_template(text_contents(messages), tokenize=False)
@@ -180,11 +199,22 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
         with _upcast(halves):  # (once per call, not per batch of 16)
             for start in range(0, len(encoded), 16):
                 chunk = [{"input_ids": ids} for ids in encoded[start : start + 16]]
-                batch = tokenizer.pad(chunk, return_tensors="pt").to(device)
+                # on the right, as TRL pads its reward inputs: a tokenizer saved to pad on the
+                # left shifted a short input's learned positions (GPT-2's) by its batch's
+                # longest, so its reward depended on the completions scored beside it
+                batch = tokenizer.pad(chunk, return_tensors="pt", padding_side="right")
+                batch = batch.to(device)
                 rewards += model(**batch).logits[:, 0].float().tolist()
         return rewards
 
     return score
+
+
+def _unloadable(path: str, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
+        f"({first_line(exc)})"
+    )
 
 
 @contextlib.contextmanager

@@ -74,6 +74,9 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("n", "num_samples", "num_completions"), ("num_return_sequences",)),
     # TRL GRPO's samples per prompt (train was told 'did you mean --generation_kwargs?')
     "num_generations": ("num_return_sequences", "online_samples_per_prompt"),
+    # TRL GRPO's completions sampled at once (train was told 'did you mean
+    # --auto_find_batch_size?'): an online round's prompts; generate's batch
+    "generation_batch_size": ("batch_size", "online_prompts_per_round"),
     **dict.fromkeys(("precision", "torch_dtype", "mixed_precision"), ("dtype",)),
     # one-letter flags other CLIs give these (-m MODEL, -o OUT, -c CONFIG): none is directpo's
     "m": ("model_name_or_path",),

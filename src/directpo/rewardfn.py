@@ -106,7 +106,7 @@ def missing_file(spec: str) -> str | None:
 def _import(spec: str) -> Callable[..., Any]:
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"reward_fn '{spec}': expected 'module:function'")
+        raise ConfigError(f"reward_fn '{spec}': {_not_a_function(spec)}")
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)
@@ -127,6 +127,42 @@ def _import(spec: str) -> Callable[..., Any]:
     if not callable(function):
         raise ConfigError(f"reward_fn '{spec}': {module_name} has no function {attr}")
     return function
+
+
+def import_name(function: Callable[..., Any]) -> str | None:
+    """``module:function`` for a function that importing ``module`` finds under that name
+    (a module's top-level function, as TRL's reward functions in trl.rewards are), else None:
+    one defined in ``__main__`` (a script, a notebook) or inside another function has no name
+    a later run (config.yaml) could import."""
+    module_name = getattr(function, "__module__", None)
+    name = getattr(function, "__qualname__", "")
+    if not module_name or module_name == "__main__" or not name.isidentifier():
+        return None
+    module = sys.modules.get(module_name)
+    if module is None or getattr(module, name, None) is not function:
+        return None
+    return f"{module_name}:{name}"
+
+
+def _not_a_function(spec: str) -> str:
+    """What a ``reward_fn`` without ``:function`` is, and what to write. TRL's reward_funcs
+    takes a reward model's id or folder as well as functions: given as reward_funcs=, such a
+    model said only "expected 'module:function'", naming an option its user never wrote."""
+    path = Path(spec).expanduser()
+    model_folder = path.is_dir() and (path / "config.json").is_file()
+    hub_id = spec.count("/") == 1 and not path.exists() and not spec.endswith(".py")
+    if model_folder or hub_id:
+        return (
+            "a model, not 'module:function': a reward model (TRL's reward_funcs given a model "
+            f"id) is reward_model_name_or_path: {spec} (with a reward_fn too: reward_weights "
+            "weigh them in the order reward_fn, reward_model_name_or_path)"
+        )
+    if spec.endswith(".py"):
+        return f"name the function in it: '{spec}:function'"
+    module_name, dot, name = spec.rpartition(".")
+    if dot and module_name and name.isidentifier():  # my_rewards.score: Python's dotted path
+        return f"a function is named after a colon: '{module_name}:{name}'"
+    return "expected 'module:function' or 'path/file.py:function'"
 
 
 @contextlib.contextmanager

@@ -371,6 +371,10 @@ def _online_prompts_and_labeller(
     data.labeller = load_labeller(config, device)
     args = (data.online_prompts, data.online_rows, data.tokenizer, config.max_steps)
     check_labeller(data.labeller, *args)
+    if data.reward_fn is None:  # a reward model (or implicit one) alone: eval_generate's
+        # eval/reward is the labeller's, where it logged none (the model trained on is the
+        # reward the held-out samples are judged by; reward_fn, when set, stays eval/reward)
+        data.reward_fn = data.labeller
 
 
 def give_back_freed_memory() -> None:

@@ -64,6 +64,9 @@ HINTS: dict[str, str | tuple[str, ...]] = {  # TRL arguments that are not config
     "peft_config": ("use_peft", "lora_r"),  # (each named as given: --use_peft and --lora_r)
     "reward_funcs": "reward_fn",  # several: with reward_model_name_or_path and reward_weights
     "judge": "reward_fn",  # a pairwise judge: write it as a reward function
+    # OnlineDPOTrainer's reward model tokenizer: read from the reward model's folder here
+    # (it had no hint)
+    "reward_processing_classes": "reward_model_name_or_path",
 }
 
 # `directpo train --version`: the versions are the bare command's flag
