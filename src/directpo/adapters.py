@@ -480,9 +480,12 @@ def lora_options_of(peft_config: Any) -> dict[str, Any] | None:
         "lora_modules_to_save": sorted(peft_config.modules_to_save or []) or None,
         "lora_target_parameters": sorted(peft_config.target_parameters or []) or None,
     }
-    regex = isinstance(targets, str) and targets != "all-linear"
-    if regex or not isinstance(options["lora_alpha"], int):
-        return None  # no option spells a regex of targets or a fractional alpha
+    if not isinstance(options["lora_alpha"], int):
+        return None  # no option spells a fractional alpha
+    # a regex of targets (peft's docs' target_modules=r".*\.(q|v)_proj") is lora_target_modules'
+    # one regex (peft_targets), as the rebuild below confirms: it was taken for one no option
+    # spells, and config.yaml recorded the run without adapters; a plain name as peft's string
+    # (matched against whole module names) rebuilds as a list, unlike it, and stays refused
     rebuilt = lora_config_from(options)
 
     def described(config: Any) -> dict[str, Any]:
