@@ -272,6 +272,31 @@ def test_a_regex_target_is_peft_s_regex_not_a_name(tiny_model_dirs) -> None:
     }
 
 
+def test_a_regex_target_with_a_comma_is_one_regex(tmp_path) -> None:
+    """A regex's own comma (``{1,2}``) cut it into two list items, as a flag's, a YAML
+    string's or a keyword's string: ``--lora_target_modules 'model\\.layers\\.[0-9]{1,2}\\..*'``
+    was refused as 'one regex alone' beside a name, the user having given one. Words outside
+    brackets are still split at commas."""
+    from directpo.cli_flags import LIST, flag_value
+    from directpo.config import load_config
+
+    regex = r"model\.layers\.[0-9]{1,2}\.self_attn\.(q|v)_proj"
+    assert DPOConfig(lora_r=8, lora_target_modules=regex).lora_target_modules == [regex]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"lora_r: 8\nlora_target_modules: '{regex}'\n")
+    assert load_config(recipe).lora_target_modules == [regex]
+    flagged = load_config(recipe, {"lora_target_modules": flag_value(LIST, [regex])})
+    assert flagged.lora_target_modules == [regex]
+    assert flag_value(LIST, ["q_proj,k_proj", "v_proj"]) == ["q_proj", "k_proj", "v_proj"]
+    names = DPOConfig(lora_r=8, lora_target_modules="q_proj, v_proj").lora_target_modules
+    assert names == ["q_proj", "v_proj"]
+    assert DPOConfig(loss_type="sigmoid,ipo").loss_type == ["sigmoid", "ipo"]
+    from directpo.option_values import comma_words
+
+    # an escaped bracket opens nothing: the comma after it still splits
+    assert comma_words(r"a\{,b") == [r"a\{", "b"]
+
+
 def test_merge_lora_in_bf16_keeps_a_float32_base_exact(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:
