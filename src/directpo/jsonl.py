@@ -211,7 +211,7 @@ def options_key(options: object, ignored: Collection[str], folders: Iterable[str
         if key not in ignored
         # (private state: only the object's older, _problems / _refused / _spelled, always in
         # the key and staying so; any kept since is no option: who built it, _built_by, and
-        # which options a config file's flags set, _overrides_spelled, which made a resume
+        # which source set each option of a config file and flags, _written_by, which made a resume
         # with --batch_size 4 after an out-of-memory stop, or a flag moved into the file,
         # discard the partial output it would have continued)
         and (not key.startswith("_") or key in KEYED_PRIVATE_STATE)

@@ -136,9 +136,9 @@ def _load_options(
         with options_written_by(written):
             raise headed(beside_refusal(ConfigErrors.joined(refused), built))
     if written:  # (train's checks after the load say a flag's option as a flag: the fix that
-        # takes over the file's key; arguments.checked_arguments)
-        overrides_spelled = {key: written[key] for key in overridden if key in written}
-        object.__setattr__(built, "_overrides_spelled", overrides_spelled)
+        # takes over the file's key; and one no source set, lora_r beside --merge_lora, in the
+        # words of the option that asked for it: arguments.checked_arguments)
+        object.__setattr__(built, "_written_by", dict(written))
     return built
 
 
