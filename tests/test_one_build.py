@@ -453,3 +453,26 @@ def test_a_default_lora_r_is_said_as_the_option_that_asked_for_adapters(
         "merge_lora is set but lora_r is 0 (no LoRA); pass lora_r=16 (or pass "
         "train(peft_config=...))"
     )
+
+
+def test_the_checks_after_the_load_say_a_flag_as_a_flag(
+    counted_builds: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``directpo train r.yaml --eval_steps 5`` was told the recipe's 'set eval_file ..., or
+    remove eval_steps': keys the recipe lacks and a flag named as a key, where the flags alone
+    are told 'give --eval_file ..., or remove --eval_steps 5'. The file's own eval_strategy is
+    still told in the file's words."""
+    Path("r.yaml").write_text(BASE)
+    assert _refusal("cli", ["--eval_steps", "5"], capsys) == (
+        "eval_steps is set but there is nothing to evaluate: give --eval_file (held-out pairs) "
+        "or --eval_generate (sampled completions), or remove --eval_steps 5"
+    )
+    assert _refusal("cli", ["--eval_strategy", "steps"], capsys) == (
+        "eval_strategy is steps but there is nothing to evaluate: give --eval_file (held-out "
+        "pairs) or --eval_generate (sampled completions)"
+    )
+    Path("r.yaml").write_text(BASE + "evaluation_strategy: steps\n")
+    assert _refusal("cli", ["--beta", "0.2"], capsys) == (
+        "eval_strategy is steps but there is nothing to evaluate: set eval_file (held-out "
+        "pairs) or eval_generate (sampled completions)"
+    )

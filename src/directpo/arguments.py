@@ -51,8 +51,8 @@ def checked_arguments(
     # an option a flag set beside a recipe is said as a flag (the recipe's 'set lora_r: 16' was
     # one the flag --lora_r 0 overrode), and peft_config is train()'s argument, no command's
     _adapters_asked(config, peft_config, config.__dict__.get("_written_by") or {})
-    if peft_config is None:
-        return rebuilt_config(config), None
+    if peft_config is None:  # (whose each option is, kept for the checks after it: preflight's)
+        return _kept_sources(config, rebuilt_config(config)), None
     from directpo.model_locations import is_adapter_folder
 
     if is_adapter_folder(config.model_name_or_path):  # its lora_* then said "remove lora_r",
@@ -335,6 +335,14 @@ def _is_training_arguments(config: Any) -> bool:
         kind.__module__.startswith("transformers") and kind.__name__ == "TrainingArguments"
         for kind in type(config).__mro__
     )
+
+
+def _kept_sources(loaded: DPOConfig, rebuilt: DPOConfig) -> DPOConfig:
+    """``rebuilt`` (``loaded`` built again, its values the same) knowing whose each option is,
+    as ``loaded`` did (load_options' ``_written_by``; callers.in_askers_words reads it)."""
+    if written := loaded.__dict__.get("_written_by"):
+        object.__setattr__(rebuilt, "_written_by", written)
+    return rebuilt
 
 
 def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:
