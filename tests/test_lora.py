@@ -297,6 +297,32 @@ def test_a_regex_target_with_a_comma_is_one_regex(tmp_path) -> None:
     assert comma_words(r"a\{,b") == [r"a\{", "b"]
 
 
+def test_all_linear_beside_names_or_misspelt_is_refused_before_the_model_loads() -> None:
+    """peft reads all-linear only as its one string: beside names (all-linear plus
+    lm_head) it was a list's item, a layer's name, and all_linear / ALL-LINEAR too; each was
+    refused as matching no layer only once the model had loaded."""
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(lora_r=8, lora_target_modules=["all-linear", "lm_head"])
+    assert str(info.value) == (
+        "lora_target_modules must be all-linear alone (peft's word for every linear layer), "
+        "or module names (got [all-linear, lm_head])"
+    )
+    for misspelt in ("all_linear", "ALL-LINEAR"):
+        with pytest.raises(ConfigError) as info:
+            DPOConfig(lora_r=8, lora_target_modules=misspelt)
+        assert str(info.value) == (
+            f"lora_target_modules: {misspelt} is no layer's name; did you mean all-linear "
+            "(peft's word for every linear layer)?"
+        )
+    assert DPOConfig(lora_r=8, lora_target_modules="all-linear").lora_target_modules == [
+        "all-linear"
+    ]
+    assert DPOConfig(lora_r=8, lora_target_modules="q_proj,lm_head").lora_target_modules == [
+        "q_proj",
+        "lm_head",
+    ]
+
+
 def test_merge_lora_in_bf16_keeps_a_float32_base_exact(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

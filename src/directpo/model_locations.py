@@ -144,6 +144,8 @@ def looks_local(value: str) -> bool:
     return bool(value) and (not _HUB_ID_SHAPE.fullmatch(value) or ".." in value)
 
 
+# peft's word for every linear layer but the output head (its one string, as a regex is)
+ALL_LINEAR = "all-linear"
 # a module's name holds none of these: a LoRA target that does is a regex, which peft reads as
 # one string matched against each whole module name (its docs' target_modules=r".*\.(q|v)_proj");
 # as a list's item it matched no name, and the model, loaded first, was refused after
