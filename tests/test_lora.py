@@ -323,6 +323,37 @@ def test_all_linear_beside_names_or_misspelt_is_refused_before_the_model_loads()
     ]
 
 
+def test_a_regex_of_last_names_is_told_the_whole_name_regex(tiny_model_dirs) -> None:
+    """``--lora_target_modules 'q_proj|v_proj'`` (a regex of the layers' last names) was
+    peft's 'Target modules q_proj|v_proj not found in the base model': peft matches the whole
+    module name, and the regex that does is said; a regex peft cannot read, whose re.error
+    was a traceback after the model loaded, is refused with the options."""
+    from directpo.adapters import LORA_OPTIONS, apply_peft, lora_config_from
+    from directpo.errors import ModelLoadError
+
+    def adapted(regex: str) -> None:
+        config = DPOConfig(lora_r=8, lora_target_modules=regex)
+        peft_config = lora_config_from({key: getattr(config, key) for key in LORA_OPTIONS})
+        apply_peft(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"]), peft_config)
+
+    with pytest.raises(ModelLoadError) as info:
+        adapted("q_proj|v_proj")
+    assert str(info.value) == (
+        "lora_target_modules: q_proj|v_proj matches no module of the model: peft matches a "
+        "regex against each whole module name (model.layers.0.self_attn.q_proj); its layers "
+        r"q_proj, v_proj end so: write '.*\.(q_proj|v_proj)'"
+    )
+    adapted(r".*\.(q_proj|v_proj)")
+    with pytest.raises(ModelLoadError, match=r"mlp\|attn matches no module .* its linear layers: "):
+        adapted("mlp|attn")
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(lora_r=8, lora_target_modules="(q|v_proj")
+    assert str(info.value) == (
+        "lora_target_modules: (q|v_proj is no regex peft can read (missing ), unterminated "
+        "subpattern at position 0)"
+    )
+
+
 def test_merge_lora_in_bf16_keeps_a_float32_base_exact(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

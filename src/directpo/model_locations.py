@@ -155,3 +155,14 @@ REGEX_CHARACTERS = frozenset("*+?()[]{}|\\^$")
 def is_regex(target: str) -> bool:
     """``target`` (a lora_target_modules item) is a regex, not a module's name."""
     return bool(REGEX_CHARACTERS & set(target))
+
+
+def regex_problem(target: str) -> str | None:
+    """Why ``target`` is no regex Python's re (peft's) can read, None where it is one."""
+    import re
+
+    try:
+        re.compile(target)
+    except re.error as error:
+        return str(error)
+    return None
