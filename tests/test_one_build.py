@@ -471,6 +471,9 @@ def test_the_checks_after_the_load_say_a_flag_as_a_flag(
         "eval_strategy is steps but there is nothing to evaluate: give --eval_file (held-out "
         "pairs) or --eval_generate (sampled completions)"
     )
+    assert _refusal("cli", ["--eval_generate", "2"], capsys) == (
+        "eval_generate needs held-out prompts: give --eval_prompts_file or --eval_file"
+    )
     Path("r.yaml").write_text(BASE + "evaluation_strategy: steps\n")
     assert _refusal("cli", ["--beta", "0.2"], capsys) == (
         "eval_strategy is steps but there is nothing to evaluate: set eval_file (held-out "

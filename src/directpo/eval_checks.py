@@ -104,9 +104,11 @@ def check_eval_generate(config: DPOConfig, eval_dataset_given: bool) -> None:
         or mixture_split
         or test_split
     ):
+        # (in the words of the flag --eval_generate beside a recipe: 'give --eval_prompts_file')
+        with in_askers_words(config, "eval_generate", ("eval_prompts_file", "eval_file")):
+            prompts = spell_setting("eval_prompts_file", "eval_file", last=" or ")
         raise ConfigError(
-            "eval_generate needs held-out prompts: "
-            + spell_setting("eval_prompts_file", "eval_file", last=" or ")
+            f"eval_generate needs held-out prompts: {prompts}"
             + (" (or train(eval_dataset=...))" if caller().spelling is Spelling.PYTHON else "")
         )
     if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):
