@@ -89,3 +89,22 @@ def test_a_partial_output_of_the_old_key_is_continued(tmp_path) -> None:
         }
         out.commit()
     assert target.read_text() == '{"prompt": "a", "completions": ["x"]}\n'
+
+
+def test_which_source_set_an_option_is_not_in_the_key(tmp_path, monkeypatch) -> None:
+    """``directpo score s.yaml --input in.jsonl --output out.jsonl`` stopped out of memory, then
+    run again with ``--batch_size 4`` (not in the rows): the options loaded from a file and
+    flags kept which ones the flags set (for train's messages), which went into the key, and
+    the partial output of the first run was discarded, not continued. Likewise an option moved
+    from a flag into the file."""
+    from directpo.option_loading import load_options
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text("model_name_or_path: org/model\n")
+    (tmp_path / "both.yaml").write_text("model_name_or_path: org/model\ninput: in.jsonl\n")
+    flags = {"input": "in.jsonl", "output": "out.jsonl"}
+    first = load_options(ScoreOptions, "s.yaml", flags)
+    assert key(first) == key(made(ScoreOptions))
+    assert key(load_options(ScoreOptions, "s.yaml", {**flags, "batch_size": "4"})) == key(first)
+    assert key(load_options(ScoreOptions, "both.yaml", {"output": "out.jsonl"})) == key(first)
+    assert key(load_options(ScoreOptions, "s.yaml", {**flags, "beta": "0.5"})) != key(first)

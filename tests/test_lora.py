@@ -272,6 +272,88 @@ def test_a_regex_target_is_peft_s_regex_not_a_name(tiny_model_dirs) -> None:
     }
 
 
+def test_a_regex_target_with_a_comma_is_one_regex(tmp_path) -> None:
+    """A regex's own comma (``{1,2}``) cut it into two list items, as a flag's, a YAML
+    string's or a keyword's string: ``--lora_target_modules 'model\\.layers\\.[0-9]{1,2}\\..*'``
+    was refused as 'one regex alone' beside a name, the user having given one. Words outside
+    brackets are still split at commas."""
+    from directpo.cli_flags import LIST, flag_value
+    from directpo.config import load_config
+
+    regex = r"model\.layers\.[0-9]{1,2}\.self_attn\.(q|v)_proj"
+    assert DPOConfig(lora_r=8, lora_target_modules=regex).lora_target_modules == [regex]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"lora_r: 8\nlora_target_modules: '{regex}'\n")
+    assert load_config(recipe).lora_target_modules == [regex]
+    flagged = load_config(recipe, {"lora_target_modules": flag_value(LIST, [regex])})
+    assert flagged.lora_target_modules == [regex]
+    assert flag_value(LIST, ["q_proj,k_proj", "v_proj"]) == ["q_proj", "k_proj", "v_proj"]
+    names = DPOConfig(lora_r=8, lora_target_modules="q_proj, v_proj").lora_target_modules
+    assert names == ["q_proj", "v_proj"]
+    assert DPOConfig(loss_type="sigmoid,ipo").loss_type == ["sigmoid", "ipo"]
+    from directpo.option_values import comma_words
+
+    # an escaped bracket opens nothing: the comma after it still splits
+    assert comma_words(r"a\{,b") == [r"a\{", "b"]
+
+
+def test_all_linear_beside_names_or_misspelt_is_refused_before_the_model_loads() -> None:
+    """peft reads all-linear only as its one string: beside names (all-linear plus
+    lm_head) it was a list's item, a layer's name, and all_linear / ALL-LINEAR too; each was
+    refused as matching no layer only once the model had loaded."""
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(lora_r=8, lora_target_modules=["all-linear", "lm_head"])
+    assert str(info.value) == (
+        "lora_target_modules must be all-linear alone (peft's word for every linear layer), "
+        "or module names (got [all-linear, lm_head])"
+    )
+    for misspelt in ("all_linear", "ALL-LINEAR"):
+        with pytest.raises(ConfigError) as info:
+            DPOConfig(lora_r=8, lora_target_modules=misspelt)
+        assert str(info.value) == (
+            f"lora_target_modules: {misspelt} is no layer's name; did you mean all-linear "
+            "(peft's word for every linear layer)?"
+        )
+    assert DPOConfig(lora_r=8, lora_target_modules="all-linear").lora_target_modules == [
+        "all-linear"
+    ]
+    assert DPOConfig(lora_r=8, lora_target_modules="q_proj,lm_head").lora_target_modules == [
+        "q_proj",
+        "lm_head",
+    ]
+
+
+def test_a_regex_of_last_names_is_told_the_whole_name_regex(tiny_model_dirs) -> None:
+    """``--lora_target_modules 'q_proj|v_proj'`` (a regex of the layers' last names) was
+    peft's 'Target modules q_proj|v_proj not found in the base model': peft matches the whole
+    module name, and the regex that does is said; a regex peft cannot read, whose re.error
+    was a traceback after the model loaded, is refused with the options."""
+    from directpo.adapters import LORA_OPTIONS, apply_peft, lora_config_from
+    from directpo.errors import ModelLoadError
+
+    def adapted(regex: str) -> None:
+        config = DPOConfig(lora_r=8, lora_target_modules=regex)
+        peft_config = lora_config_from({key: getattr(config, key) for key in LORA_OPTIONS})
+        apply_peft(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"]), peft_config)
+
+    with pytest.raises(ModelLoadError) as info:
+        adapted("q_proj|v_proj")
+    assert str(info.value) == (
+        "lora_target_modules: q_proj|v_proj matches no module of the model: peft matches a "
+        "regex against each whole module name (model.layers.0.self_attn.q_proj); its layers "
+        r"q_proj, v_proj end so: write '.*\.(q_proj|v_proj)'"
+    )
+    adapted(r".*\.(q_proj|v_proj)")
+    with pytest.raises(ModelLoadError, match=r"mlp\|attn matches no module .* its linear layers: "):
+        adapted("mlp|attn")
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(lora_r=8, lora_target_modules="(q|v_proj")
+    assert str(info.value) == (
+        "lora_target_modules: (q|v_proj is no regex peft can read (missing ), unterminated "
+        "subpattern at position 0)"
+    )
+
+
 def test_merge_lora_in_bf16_keeps_a_float32_base_exact(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

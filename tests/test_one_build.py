@@ -425,3 +425,57 @@ def test_trains_adapter_checks_say_a_flag_as_a_flag_and_no_python_argument(
         "merge_lora is set but lora_r is 0 (no LoRA); pass lora_r=16 (or pass "
         "train(peft_config=...))"
     )
+
+
+def test_a_default_lora_r_is_said_as_the_option_that_asked_for_adapters(
+    counted_builds: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``directpo train r.yaml --merge_lora`` (a recipe without lora_r) was told the recipe's
+    'set lora_r: 16', a key it lacks, where ``--lora_target_modules q_proj`` beside it is told
+    'give --lora_r 16' (the load's rule: a default in the words of the line's own source). A
+    lora_r the file wrote stays in its words; train()'s keywords keep theirs."""
+    Path("r.yaml").write_text(BASE)
+    assert _refusal("cli", ["--merge_lora"], capsys) == (
+        "merge_lora is set but lora_r is 0 (no LoRA); give --lora_r 16"
+    )
+    assert _refusal("cli", ["--load_in_4bit"], capsys) == (
+        "load_in_4bit needs adapters: quantized weights do not train; give --lora_r 16"
+    )
+    Path("r.yaml").write_text(BASE + "merge_lora: true\n")
+    assert _refusal("cli", ["--beta", "0.2"], capsys) == (
+        "merge_lora is set but lora_r is 0 (no LoRA); set lora_r: 16"
+    )
+    Path("r.yaml").write_text(BASE + "lora_r: 0\n")
+    assert _refusal("cli", ["--load_in_4bit"], capsys) == (
+        "load_in_4bit needs adapters: quantized weights do not train; set lora_r: 16"
+    )
+    assert _refusal("train", {"merge_lora": True}, capsys) == (
+        "merge_lora is set but lora_r is 0 (no LoRA); pass lora_r=16 (or pass "
+        "train(peft_config=...))"
+    )
+
+
+def test_the_checks_after_the_load_say_a_flag_as_a_flag(
+    counted_builds: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``directpo train r.yaml --eval_steps 5`` was told the recipe's 'set eval_file ..., or
+    remove eval_steps': keys the recipe lacks and a flag named as a key, where the flags alone
+    are told 'give --eval_file ..., or remove --eval_steps 5'. The file's own eval_strategy is
+    still told in the file's words."""
+    Path("r.yaml").write_text(BASE)
+    assert _refusal("cli", ["--eval_steps", "5"], capsys) == (
+        "eval_steps is set but there is nothing to evaluate: give --eval_file (held-out pairs) "
+        "or --eval_generate (sampled completions), or remove --eval_steps 5"
+    )
+    assert _refusal("cli", ["--eval_strategy", "steps"], capsys) == (
+        "eval_strategy is steps but there is nothing to evaluate: give --eval_file (held-out "
+        "pairs) or --eval_generate (sampled completions)"
+    )
+    assert _refusal("cli", ["--eval_generate", "2"], capsys) == (
+        "eval_generate needs held-out prompts: give --eval_prompts_file or --eval_file"
+    )
+    Path("r.yaml").write_text(BASE + "evaluation_strategy: steps\n")
+    assert _refusal("cli", ["--beta", "0.2"], capsys) == (
+        "eval_strategy is steps but there is nothing to evaluate: set eval_file (held-out "
+        "pairs) or eval_generate (sampled completions)"
+    )

@@ -160,6 +160,37 @@ def test_a_lora_config_without_target_modules_is_recorded_as_peft_s_choice(
     assert saved["task_type"] == "CAUSAL_LM"
 
 
+def test_a_lora_config_of_a_regex_is_recorded_as_that_regex(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """peft's docs' ``LoraConfig(target_modules=r".*\\.(q|v)_proj")`` was said to be "a
+    LoraConfig that no lora_* option expresses" and config.yaml recorded no adapters (its rerun
+    a full fine-tune), though lora_target_modules now takes one regex alone: it is recorded as
+    that regex, and the recorded file reruns the same adapters."""
+    from peft import LoraConfig
+
+    from directpo.config import load_config
+
+    regex = r".*\.(q|v)_proj"
+    first = tmp_path / "first"
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, first, max_steps=2,
+                         learning_rate=5e-2)  # fmt: skip
+    lines: list[str] = []
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=regex, task_type="CAUSAL_LM")
+    losses = [r["loss"] for r in rows(train(config, echo=lines.append, peft_config=lora))]
+    assert not any("no lora_* option expresses" in line for line in lines)
+    recorded = load_config(first / "config.yaml")
+    assert (recorded.lora_r, recorded.lora_alpha, recorded.lora_target_modules) == (4, 8, [regex])
+    recorded.output_dir = str(tmp_path / "rerun")
+    assert [r["loss"] for r in rows(train(recorded, echo=quiet))] == pytest.approx(losses)
+    saved = json.loads((tmp_path / "rerun" / "adapter_config.json").read_text())
+    assert saved["target_modules"] == regex
+    # a plain name as peft's string matches whole module names (none here): no option says it
+    from directpo.adapters import lora_options_of
+
+    assert lora_options_of(LoraConfig(r=4, target_modules="q_proj")) is None
+
+
 def test_trainable_token_indices_train_those_embedding_rows(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

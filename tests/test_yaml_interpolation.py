@@ -237,3 +237,26 @@ def test_a_backslashed_dollar_is_a_dollar_of_the_text(tmp_path, monkeypatch) -> 
         load_config(str(recipe))
     recipe.write_text("output_dir: runs/\\$s9word\n")
     assert load_config(str(recipe)).output_dir == "runs/$s9word"
+
+
+def test_a_key_the_flags_replace_is_not_resolved(tmp_path, monkeypatch) -> None:
+    """``beta: ${oc.env:SWEEP_BETA}`` in a recipe run with ``--beta 0.2`` (or TRL's
+    ``torch_dtype: ${oc.env:DTYPE}`` with ``--dtype``) was refused as the variable being
+    unset, the key the flag replaces read anyway; OmegaConf merges the command line's before
+    it resolves. A reference to the key reads the flag's value; train()'s keywords alike."""
+    from directpo import train
+
+    monkeypatch.delenv("SWEEP_BETA", raising=False)
+    monkeypatch.delenv("DTYPE", raising=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "beta: ${oc.env:SWEEP_BETA}\nrun_name: beta-${beta}\ntorch_dtype: ${oc.env:DTYPE}\n"
+    )
+    flags = ["--beta", "0.2", "--dtype", "bfloat16"]
+    config = load_config(*yaml_and_flags([str(recipe), *flags], DPOConfig))
+    assert (config.beta, config.run_name, config.dtype) == (0.2, "beta-0.2", "bfloat16")
+    with pytest.raises(ConfigError, match=r"environment variable DTYPE is not set"):
+        load_config(*yaml_and_flags([str(recipe), "--beta", "0.2"], DPOConfig))
+    with pytest.raises(ConfigError) as info:  # (the keywords are read: then a missing option)
+        train(str(recipe), beta=0.2, dtype="bfloat16", learning_rate=-1, echo=None)
+    assert "SWEEP_BETA" not in str(info.value) and "learning_rate" in str(info.value)

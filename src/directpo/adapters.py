@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import os
+import re
 import weakref
 from pathlib import Path
 from typing import Any
@@ -327,10 +328,35 @@ def apply_peft(
     parameters = list(getattr(peft_config, "target_parameters", None) or [])
     try:
         wrapped = get_peft_model(model, peft_config, revision=revision)
-    except (ValueError, TypeError) as exc:  # e.g. target modules not found in the model
-        raise ModelLoadError(f"peft: {first_line(exc)}") from None
+    except (ValueError, TypeError, re.error) as exc:  # e.g. target modules not in the model
+        said = _regex_unmatched(model, peft_config) or f"peft: {first_line(exc)}"
+        raise ModelLoadError(said) from None
     _check_names_matched(wrapped, targets, to_save, parameters)
     return wrapped
+
+
+def _regex_unmatched(model: torch.nn.Module, peft_config: Any) -> str | None:
+    """A regex of targets that no whole module name matches, said with the regex that does
+    where the layers' last names match it: 'q_proj|v_proj' (peft's docs write '.*\\.(q|v)_proj')
+    was peft's 'Target modules q_proj|v_proj not found in the base model'."""
+    regex = getattr(peft_config, "target_modules", None)
+    if not isinstance(regex, str) or not is_regex(regex):
+        return None
+    try:
+        matches = re.compile(regex).fullmatch
+    except re.error as exc:
+        return f"lora_target_modules: {regex} is no regex peft can read ({exc})"
+    names = [name for name, _ in model.named_modules() if name]
+    if any(matches(name) for name in names):
+        return None  # (peft's own reason is another)
+    linear = _linear_names(model)
+    ends = [end for end in linear if matches(end)]  # (layers peft can adapt, not a block)
+    whole = next((name for name in names if name.rsplit(".", 1)[-1] in (ends or linear)), "")
+    said = f"lora_target_modules: {regex} matches no module of the model: peft matches a regex "
+    said += f"against each whole module name ({whole})"
+    if ends:
+        return f"{said}; its layers {', '.join(ends)} end so: write '.*\\.({regex})'"
+    return f"{said}; its linear layers: {', '.join(linear)}"
 
 
 def _unmatched(names: list[str], matched: list[str]) -> list[str]:
@@ -480,9 +506,12 @@ def lora_options_of(peft_config: Any) -> dict[str, Any] | None:
         "lora_modules_to_save": sorted(peft_config.modules_to_save or []) or None,
         "lora_target_parameters": sorted(peft_config.target_parameters or []) or None,
     }
-    regex = isinstance(targets, str) and targets != "all-linear"
-    if regex or not isinstance(options["lora_alpha"], int):
-        return None  # no option spells a regex of targets or a fractional alpha
+    if not isinstance(options["lora_alpha"], int):
+        return None  # no option spells a fractional alpha
+    # a regex of targets (peft's docs' target_modules=r".*\.(q|v)_proj") is lora_target_modules'
+    # one regex (peft_targets), as the rebuild below confirms: it was taken for one no option
+    # spells, and config.yaml recorded the run without adapters; a plain name as peft's string
+    # (matched against whole module names) rebuilds as a list, unlike it, and stays refused
     rebuilt = lora_config_from(options)
 
     def described(config: Any) -> dict[str, Any]:

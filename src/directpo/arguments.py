@@ -50,10 +50,9 @@ def checked_arguments(
         raise ConfigError(refused)  # before any model loads (it came after the model's load)
     # an option a flag set beside a recipe is said as a flag (the recipe's 'set lora_r: 16' was
     # one the flag --lora_r 0 overrode), and peft_config is train()'s argument, no command's
-    with options_written_by(config.__dict__.get("_overrides_spelled") or {}):
-        _adapters_asked(config, peft_config)
-    if peft_config is None:
-        return rebuilt_config(config), None
+    _adapters_asked(config, peft_config, config.__dict__.get("_written_by") or {})
+    if peft_config is None:  # (whose each option is, kept for the checks after it: preflight's)
+        return _kept_sources(config, rebuilt_config(config)), None
     from directpo.model_locations import is_adapter_folder
 
     if is_adapter_folder(config.model_name_or_path):  # its lora_* then said "remove lora_r",
@@ -81,25 +80,36 @@ def checked_arguments(
     return rebuilt_config(config, **{**unset, **options}), None
 
 
-def _adapters_asked(config: DPOConfig, peft_config: Any) -> None:
-    """Refuses quantized weights or merge_lora without adapters (lora_r, or a peft_config)."""
+def _adapters_asked(config: DPOConfig, peft_config: Any, written: dict[str, Spelling]) -> None:
+    """Refuses quantized weights or merge_lora without adapters (lora_r, or a peft_config).
+    ``written``: whose each option of a file loaded with overrides is (load_options')."""
     # (a Python call's other way to adapters; a command line has none)
     or_peft = " (or pass train(peft_config=...))" if caller().spelling is Spelling.PYTHON else ""
+    # an option the overrides set in their words (the fix that takes over the file's key); the
+    # file's in the caller's, as everything after the load
+    overrides = {key: said for key, said in written.items() if said is not Spelling.RECIPE}
+
+    def rank_fix(asked_by: str) -> str:
+        # a lora_r no source set (its default) in the words of the option that asked for
+        # adapters, as the load says such a line: 'directpo train r.yaml --merge_lora' was told
+        # the recipe's 'set lora_r: 16' (a key it lacks), as --lora_target_modules q_proj
+        # beside it is told 'give --lora_r 16'
+        source = overrides.get("lora_r" if "lora_r" in written else asked_by)
+        with options_written_by({**overrides, "lora_r": source} if source else overrides):
+            return spell_setting(("lora_r", 16)) + or_peft
+
     quantized = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
     if (config.load_in_4bit or config.load_in_8bit) and not config.lora_r and peft_config is None:
         # TRL: "cannot fine-tune purely quantized models"; a peft_config from Python is an adapter
         raise ConfigError(
-            f"{quantized} needs adapters: quantized weights do not train; "
-            f"{spell_setting(('lora_r', 16))}{or_peft}"
+            f"{quantized} needs adapters: quantized weights do not train; {rank_fix(quantized)}"
         )
     # an adapter folder as model_name_or_path continues that adapter: it is merged like a new one
     continuing = bool(config.model_name_or_path) and os.path.isfile(
         os.path.join(config.model_name_or_path, "adapter_config.json")
     )
     if config.merge_lora and not (config.lora_r or peft_config is not None or continuing):
-        raise ConfigError(
-            f"merge_lora is set but lora_r is 0 (no LoRA); {spell_setting(('lora_r', 16))}{or_peft}"
-        )
+        raise ConfigError(f"merge_lora is set but lora_r is 0 (no LoRA); {rank_fix('merge_lora')}")
 
 
 # TRL's DPOTrainer(...) arguments that name a model or tokenizer: the option that loads it
@@ -325,6 +335,14 @@ def _is_training_arguments(config: Any) -> bool:
         kind.__module__.startswith("transformers") and kind.__name__ == "TrainingArguments"
         for kind in type(config).__mro__
     )
+
+
+def _kept_sources(loaded: DPOConfig, rebuilt: DPOConfig) -> DPOConfig:
+    """``rebuilt`` (``loaded`` built again, its values the same) knowing whose each option is,
+    as ``loaded`` did (load_options' ``_written_by``; callers.in_askers_words reads it)."""
+    if written := loaded.__dict__.get("_written_by"):
+        object.__setattr__(rebuilt, "_written_by", written)
+    return rebuilt
 
 
 def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:

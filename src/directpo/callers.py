@@ -23,7 +23,7 @@ import dataclasses
 import enum
 import functools
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -300,6 +300,26 @@ def spell_entry(name: str, key: Any) -> str:
     if spelling is Spelling.FLAGS:
         return f"{spell_value(key)} in --{name}"
     return f"{name}: {spell_value(key)}"
+
+
+@contextlib.contextmanager
+def in_askers_words(config: Any, asked_by: str, unset: Collection[str]) -> Iterator[None]:
+    """A check after the load, whose line says to set ``unset`` options because ``asked_by``
+    asks for them, said as the load says a line: an option the overrides of a file loaded with
+    them set in their words (load_options keeps whose each option is, ``_written_by``), and
+    where they set ``asked_by`` and no source set any of ``unset``, the line in their words:
+    ``directpo train r.yaml --eval_steps 5`` was told the recipe's 'set eval_file ..., or
+    remove eval_steps', keys it lacks, where the flag without a file is told 'give --eval_file
+    ..., or remove --eval_steps 5'. Else the caller's."""
+    written = getattr(config, "__dict__", {}).get("_written_by") or {}
+    overrides = {key: said for key, said in written.items() if said is not Spelling.RECIPE}
+    said = overrides.get(asked_by)
+    with options_written_by(overrides):
+        if said in (None, caller().spelling) or any(name in written for name in unset):
+            yield
+        else:
+            with written_as(said):
+                yield
 
 
 def setting_verb() -> str:

@@ -30,7 +30,7 @@ from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
 from directpo.option_hints import unknown_hint
 from directpo.option_loading import read_yaml
 from directpo.option_paths import PATH_OPTIONS
-from directpo.option_values import as_yaml, coerce
+from directpo.option_values import as_yaml, coerce, comma_words
 from directpo.options import option_help, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
@@ -267,7 +267,7 @@ def flag_value(kind: str, values: list[str]) -> Any:
         return paths[0] if len(paths) == 1 else paths
     if len(values) == 1:
         return values[0]
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+    return [part for value in values for part in comma_words(value)]
 
 
 def _looks_like_config_file(token: str) -> bool:

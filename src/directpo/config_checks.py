@@ -44,7 +44,7 @@ from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
 from directpo.loss_checks import check_loss_modifiers, check_losses, check_reference_sync
 from directpo.mixture import check_mixture
-from directpo.model_locations import is_regex, lora_off_reason
+from directpo.model_locations import ALL_LINEAR, is_regex, lora_off_reason, regex_problem
 from directpo.option_hints import meant_words
 from directpo.option_paths import expand_home
 from directpo.option_values import as_yaml, value_shown, words_shown
@@ -345,6 +345,27 @@ def _check_lora(config: DPOConfig) -> None:
         "lora_target_modules",
         "module names, or one regex alone (peft matches it against each whole module name)",
     )
+    unreadable = len(targets) == 1 and is_regex(targets[0]) and regex_problem(targets[0])
+    if unreadable:  # (peft's re.error was a traceback, after the model had loaded)
+        config._refuse(
+            "lora_target_modules",
+            f"lora_target_modules: {targets[0]} is no regex peft can read ({unreadable})",
+        )
+    require(  # (peft's word for every linear layer is its one string too: beside names it was
+        # an item, a layer's name that matched none, refused only once the model had loaded)
+        len(targets) == 1 or ALL_LINEAR not in targets,
+        "lora_target_modules",
+        "all-linear alone (peft's word for every linear layer), or module names",
+    )
+    # (in a list peft reads all-linear as written: all_linear or ALL-LINEAR was a layer's name,
+    # refused once the model had loaded as matching none)
+    for target in targets:
+        if target != ALL_LINEAR and target.lower().replace("_", "-") == ALL_LINEAR:
+            config._refuse(
+                "lora_target_modules",
+                f"lora_target_modules: {target} is no layer's name; did you mean all-linear "
+                "(peft's word for every linear layer)?",
+            )
     if not config.lora_r:
         # merge_lora without lora_r is checked by train(), which knows of a peft_config
         reject_if_set(

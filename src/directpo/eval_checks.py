@@ -7,7 +7,15 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from directpo.callers import Spelling, caller, setting_verb, spell_given, spell_name, spell_setting
+from directpo.callers import (
+    Spelling,
+    caller,
+    in_askers_words,
+    setting_verb,
+    spell_given,
+    spell_name,
+    spell_setting,
+)
 from directpo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,7 +40,12 @@ def _evaluates(config: DPOConfig, eval_dataset_given: bool) -> bool:
 
 
 def check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
-    held_out_said = held_out_data()
+    def to_set(asked_by: str) -> str:
+        # what to set, in the words of the source that asked for evaluations where no source
+        # set either (the flag --eval_strategy steps beside a recipe: 'give --eval_file')
+        with in_askers_words(config, asked_by, ("eval_file", "eval_generate")):
+            return f"{setting_verb()} {held_out_data()} or {spell_name('eval_generate')}"
+
     held_out = config.eval_file or eval_dataset_given or config.eval_generate
     evaluates = _evaluates(config, eval_dataset_given)
     if config.eval_strategy == "no" and held_out:
@@ -54,8 +67,7 @@ def check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
     if config.eval_strategy in ("steps", "epoch") and not evaluates:
         raise ConfigError(
             f"eval_strategy is {config.eval_strategy} but there is nothing to evaluate: "
-            f"{setting_verb()} {held_out_said} or {spell_name('eval_generate')} (sampled "
-            "completions)"
+            f"{to_set('eval_strategy')} (sampled completions)"
         )
     asking = [
         key
@@ -68,17 +80,15 @@ def check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
             "eval_strategy auto, steps or epoch"
         )
     if asking and not evaluates:
-        raise ConfigError(
-            f"{' / '.join(asking)} need evaluations: {setting_verb()} {held_out_said} or "
-            + spell_name("eval_generate")
-        )
+        raise ConfigError(f"{' / '.join(asking)} need evaluations: {to_set(asking[0])}")
     # (eval_delay and max_eval_samples were taken without a word)
     for key in ("eval_steps", "eval_delay", "max_eval_samples"):
         if getattr(config, key) and not evaluates:
+            with in_askers_words(config, key, ("eval_file", "eval_generate")):
+                removed = spell_given(key, getattr(config, key))
             raise ConfigError(
-                f"{key} is set but there is nothing to evaluate: {setting_verb()} "
-                f"{held_out_said} or {spell_name('eval_generate')} (sampled completions), or "
-                f"remove {spell_given(key, getattr(config, key))}"
+                f"{key} is set but there is nothing to evaluate: {to_set(key)} (sampled "
+                f"completions), or remove {removed}"
             )
 
 
@@ -94,9 +104,11 @@ def check_eval_generate(config: DPOConfig, eval_dataset_given: bool) -> None:
         or mixture_split
         or test_split
     ):
+        # (in the words of the flag --eval_generate beside a recipe: 'give --eval_prompts_file')
+        with in_askers_words(config, "eval_generate", ("eval_prompts_file", "eval_file")):
+            prompts = spell_setting("eval_prompts_file", "eval_file", last=" or ")
         raise ConfigError(
-            "eval_generate needs held-out prompts: "
-            + spell_setting("eval_prompts_file", "eval_file", last=" or ")
+            f"eval_generate needs held-out prompts: {prompts}"
             + (" (or train(eval_dataset=...))" if caller().spelling is Spelling.PYTHON else "")
         )
     if config.eval_prompts_file and not os.path.exists(config.eval_prompts_file):

@@ -186,6 +186,11 @@ class StagedJsonl:
             ) from None
 
 
+# the private attributes a key took before keys left out what is not an option (frozen: a
+# partial output written then keeps its key; never add one)
+KEYED_PRIVATE_STATE = frozenset(("_problems", "_refused", "_spelled"))
+
+
 def options_key(options: object, ignored: Collection[str], folders: Iterable[str | None]) -> str:
     """A ``StagedJsonl`` key: what a command's rows depend on besides the input rows, i.e. its
     options (those ``ignored`` left out: the input and output names, ...) and the state of the
@@ -204,9 +209,12 @@ def options_key(options: object, ignored: Collection[str], folders: Iterable[str
         key: value
         for key, value in vars(options).items()
         if key not in ignored
-        # (who built the object, kept since 2026-11-30: no option; the object's older private
-        # state, _problems / _refused / _spelled, was always in the key and stays so)
-        and key != "_built_by"
+        # (private state: only the object's older, _problems / _refused / _spelled, always in
+        # the key and staying so; any kept since is no option: who built it, _built_by, and
+        # which source set each option of a config file and flags, _written_by, which made a resume
+        # with --batch_size 4 after an out-of-memory stop, or a flag moved into the file,
+        # discard the partial output it would have continued)
+        and (not key.startswith("_") or key in KEYED_PRIVATE_STATE)
         and (key in in_full or key not in defaults or value != defaults[key])
     }
     chosen["command"] = type(options).__name__

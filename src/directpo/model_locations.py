@@ -144,6 +144,8 @@ def looks_local(value: str) -> bool:
     return bool(value) and (not _HUB_ID_SHAPE.fullmatch(value) or ".." in value)
 
 
+# peft's word for every linear layer but the output head (its one string, as a regex is)
+ALL_LINEAR = "all-linear"
 # a module's name holds none of these: a LoRA target that does is a regex, which peft reads as
 # one string matched against each whole module name (its docs' target_modules=r".*\.(q|v)_proj");
 # as a list's item it matched no name, and the model, loaded first, was refused after
@@ -153,3 +155,14 @@ REGEX_CHARACTERS = frozenset("*+?()[]{}|\\^$")
 def is_regex(target: str) -> bool:
     """``target`` (a lora_target_modules item) is a regex, not a module's name."""
     return bool(REGEX_CHARACTERS & set(target))
+
+
+def regex_problem(target: str) -> str | None:
+    """Why ``target`` is no regex Python's re (peft's) can read, None where it is one."""
+    import re
+
+    try:
+        re.compile(target)
+    except re.error as error:
+        return str(error)
+    return None

@@ -84,7 +84,11 @@ def _load_options(
                 _set_environment(resolved_key(data, "env", where, given), where, written)
             data.pop("env", None)
             variables = _variables(cls, data, names, where)
-            data = resolved(data, where, given)
+            # a key the overrides replace is not resolved, as OmegaConf merges the command
+            # line's before it resolves: 'beta: ${oc.env:BETA}' with --beta 0.2 was refused as
+            # BETA being unset (a reference to it reads the override's value: ``given``)
+            replaced = [key for key in data if key not in variables and _replaced(key, given)]
+            data = resolved({k: v for k, v in data.items() if k not in replaced}, where, given)
             data = {key: value for key, value in data.items() if key not in variables}
     if path is not None:
         _set_environment(data.pop("env", None), where)
@@ -136,10 +140,18 @@ def _load_options(
         with options_written_by(written):
             raise headed(beside_refusal(ConfigErrors.joined(refused), built))
     if written:  # (train's checks after the load say a flag's option as a flag: the fix that
-        # takes over the file's key; arguments.checked_arguments)
-        overrides_spelled = {key: written[key] for key in overridden if key in written}
-        object.__setattr__(built, "_overrides_spelled", overrides_spelled)
+        # takes over the file's key; and one no source set, lora_r beside --merge_lora, in the
+        # words of the option that asked for it: arguments.checked_arguments)
+        object.__setattr__(built, "_written_by", dict(written))
     return built
+
+
+def _replaced(key: str, given: Mapping[str, Any]) -> bool:
+    """Whether the file's ``key`` (TRL's spelling too: torch_dtype) is an option the overrides
+    ``given`` set (by its name or the override's alias)."""
+    from directpo.trl_compat import ALIASES
+
+    return key in given or ALIASES.get(key, key) in given
 
 
 def _said_as_the_overrides(

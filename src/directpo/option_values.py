@@ -419,6 +419,28 @@ def _coerce_mapping(key: str, value: Any) -> dict:
     return _plain(dict(value))
 
 
+def comma_words(text: str) -> list[str]:
+    """The comma-separated words of ``text``; a comma inside brackets (an escaped bracket, \\{,
+    is none) is a word's own: lora_target_modules' one regex, '.*\\.layers\\.[0-9]{1,2}\\.q_proj'
+    (peft's string, as typed for a flag or a YAML string), was cut at its {1,2} into two halves,
+    then refused as a regex beside a name. A name of a module, a loss or a file has no brackets."""
+    words, depth, start, escaped = [], 0, 0, False
+    for at, character in enumerate(text):
+        if escaped:
+            escaped = False
+        elif character == "\\":
+            escaped = True
+        elif character in "([{":
+            depth += 1
+        elif character in ")]}":
+            depth = max(depth - 1, 0)
+        elif character == "," and not depth:
+            words.append(text[start:at])
+            start = at + 1
+    words.append(text[start:])
+    return [word.strip() for word in words if word.strip()]
+
+
 def _coerce_list(key: str, value: Any, hint: Any) -> list:
     """A list option: a list, a flag's YAML flow list or comma-separated words."""
     if isinstance(value, str) and value.strip().startswith(("[", "{")):
@@ -429,7 +451,7 @@ def _coerce_list(key: str, value: Any, hint: Any) -> list:
     if isinstance(value, str) and value.strip().lower() in ("null", "~"):
         value = None  # the flag's --loss_type null, as YAML's null (was "got ['null']")
     if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
+        value = comma_words(value)
     if item in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
         value = [value]  # (YAML's loss_weights: 1.0 was 'must be a list', the flag's taken)
     if not isinstance(value, list | tuple):
