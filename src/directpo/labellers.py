@@ -4,7 +4,8 @@ rewards``, and their check before training (``check_labeller``):
 * ``reward_fn: module:function`` (TRL's convention: called by keyword with prompts,
   completions, completion_ids and the prompt rows' other columns; rewardfn.py);
 * ``reward_model_name_or_path``: an ``AutoModelForSequenceClassification`` folder; the first
-  logit of prompt + completion (rendered with its tokenizer's chat template for conversations);
+  logit of prompt + completion, encoded as TRL's RewardTrainer trained it (reward_inputs.py:
+  text with BOS and EOS, conversations through its tokenizer's chat template);
 * ``implicit_reward_model``: a directpo run (or DPO model) scored as β·log π/π_ref.
 
 Several of them are summed with ``reward_weights``, as TRL sums a list of ``reward_funcs``.
@@ -25,9 +26,10 @@ from directpo.callers import Caller, Entry, Spelling, called_by
 from directpo.config import DPOConfig
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.hub import cache_only_where_unreachable
-from directpo.messages import Text, text_contents
+from directpo.messages import Text
 from directpo.model_fit import learned_positions
 from directpo.preference_pairs import ImagePrompt, prompt_of
+from directpo.reward_inputs import kept_end, reward_input_ids
 from directpo.rewardfn import PROBE_COMPLETION, probe_rows
 
 # a saved tokenizer writes one of these at least (save_pretrained: both)
@@ -165,30 +167,32 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    # the head reads the score at the last token that is not this pad id (transformers:
+    # input_ids != pad_token_id, rightmost), from the text config of a composite (vision)
+    # model's, as TRL sets it; a pad that is the EOS leaves the appended EOS unread, as in
+    # the RewardTrainer run that trained it
     model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
     limit = None if prompt_limit is None else 2 * prompt_limit
     positions = learned_positions(model)
     if positions is not None:  # GPT-2-like: a longer input has no position to index
         limit = positions if limit is None else min(limit, positions)
 
     def encode(prompt: Text | ImagePrompt, completion: str) -> list[int]:
-        prompt = prompt_of(prompt)  # rendered with the reward model's own template
-        if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
-            if not tokenizer.chat_template:  # (transformers' error, cut at its URL, said less)
-                raise DirectpoError(
-                    f"reward_model_name_or_path '{path}': its tokenizer has no chat template "
-                    "and the prompts are conversations: add the template it was trained with "
-                    "(chat_template.jinja in its folder), or give text prompts"
-                )
-            messages = [*prompt, {"role": "assistant", "content": completion}]
-            # a text classifier's template is written for string contents, as a policy's is
-            text = tokenizer.apply_chat_template(text_contents(messages), tokenize=False)
-            # the template writes its own special tokens (a second BOS would change the score)
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids = tokenizer(prompt + completion)["input_ids"]
+        # rendered with the reward model's own template, and the row's tools and
+        # chat_template_kwargs, as TRL's RewardTrainer rendered its rows (reward_inputs.py)
+        args = prompt.template_args if isinstance(prompt, ImagePrompt) else None
+        prompt = prompt_of(prompt)
+        if isinstance(prompt, list) and not tokenizer.chat_template:
+            # (transformers' error, cut at its URL, said less)
+            raise DirectpoError(
+                f"reward_model_name_or_path '{path}': its tokenizer has no chat template "
+                "and the prompts are conversations: add the template it was trained with "
+                "(chat_template.jinja in its folder), or give text prompts"
+            )
+        ids = reward_input_ids(tokenizer, prompt, completion, args)
         # too long: cut the prompt's start, never the completion the reward judges
-        return ids if limit is None or len(ids) <= limit else ids[-limit:]
+        return kept_end(ids, limit, tokenizer.bos_token_id)
 
     @torch.no_grad()
     def score(
