@@ -57,13 +57,17 @@ def fed_ids(monkeypatch, score, prompts, completions) -> tuple[list[float], list
 
     seen: list[list[int]] = []
     forward = PreTrainedModel.__call__
+    depth = [0]
 
-    def recording(model, input_ids=None, attention_mask=None, **kwargs):
-        if not type(model).__name__.endswith("ForSequenceClassification"):  # its base model
-            return forward(model, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
-            seen.append([i for i, m in zip(ids, mask, strict=True) if m])
-        return forward(model, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    def recording(model, *args, **kwargs):
+        if depth[0] == 0:  # the outermost model called: the classifier, or its base (OpenRLHF)
+            rows = zip(kwargs["input_ids"].tolist(), kwargs["attention_mask"].tolist(), strict=True)
+            seen.extend([i for i, m in zip(ids, mask, strict=True) if m] for ids, mask in rows)
+        depth[0] += 1
+        try:
+            return forward(model, *args, **kwargs)
+        finally:
+            depth[0] -= 1
 
     monkeypatch.setattr(PreTrainedModel, "__call__", recording)
     rewards = score(prompts, completions, [{} for _ in prompts])
@@ -160,3 +164,47 @@ def test_a_tokenizer_without_eos_gets_none_appended(tiny_model_dirs) -> None:
     ids = reward_input_ids(tokenizer, "The movie was", " great.")
     assert ids == tokenizer("The movie was great.")["input_ids"]
     assert json.dumps(ids)  # plain ints
+
+
+def openrlhf_judge(tiny_model_dirs, folder: Path, normalize: dict | None) -> Path:
+    """A reward model as OpenRLHF saves it: the gpt2-style tokenizer (pad = EOS), a score head
+    of one output, a config that names no labels (transformers' default: 2) and carries
+    OpenRLHF's normalize_reward (and the mean and std it was normalized with)."""
+    tiny_judge(tiny_model_dirs, "gpt2", folder)
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("num_labels", "id2label", "label2id"):
+        config.pop(key, None)
+    config["architectures"] = ["GPT2LMHeadModel"]
+    config |= {"normalize_reward": normalize is not None, **(normalize or {})}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("normalize", [None, {"mean": 0.5, "std": 2.0}])
+def test_an_openrlhf_reward_model_reads_its_value_at_the_eos(
+    tiny_model_dirs, tmp_path, monkeypatch, normalize
+) -> None:
+    """An OpenRLHF reward model (config without num_labels) was refused: 'cannot load as a
+    sequence classifier (You set `ignore_mismatched_sizes` to `False` ...)' after a load
+    report; TRL loads it with num_labels=1. It now loads, and is fed and read as OpenRLHF
+    trained it: text + ' ' + EOS without BOS, its value at the EOS (transformers' head would
+    read the token before, its EOS being its pad), normalized by the config's mean and std."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    judge = openrlhf_judge(tiny_model_dirs, tmp_path / "judge", normalize)
+    tokenizer = AutoTokenizer.from_pretrained(judge)
+    score = _reward_model(str(judge), torch.device("cpu"), None)
+    longer = " and a much longer completion than the first one, to pad it by many tokens"
+    rewards, seen = fed_ids(monkeypatch, score, ["Hi", "Hi"], [" there\n", longer])
+    ids = tokenizer("Hi there <|endoftext|>", add_special_tokens=False)["input_ids"]
+    assert seen[0] == ids and ids[-1] == tokenizer.eos_token_id  # (its pad: it has none)
+    assert tokenizer.pad_token is None
+
+    model = AutoModelForSequenceClassification.from_pretrained(judge, num_labels=1).eval()
+    with torch.no_grad():
+        hidden = model.base_model(torch.tensor([ids])).last_hidden_state
+        value = model.score(hidden)[0, -1, 0].item()  # at the EOS
+    mean, std = (normalize or {"mean": 0.0, "std": 1.0}).values()
+    assert rewards[0] == pytest.approx((value - mean) / std, abs=1e-5)
+    (alone,) = score(["Hi"], [" there"], [{}])
+    assert alone == pytest.approx(rewards[0], abs=1e-5)

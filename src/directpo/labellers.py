@@ -29,7 +29,13 @@ from directpo.hub import cache_only_where_unreachable
 from directpo.messages import Text
 from directpo.model_fit import learned_positions
 from directpo.preference_pairs import ImagePrompt, prompt_of
-from directpo.reward_inputs import kept_end, reward_input_ids
+from directpo.reward_inputs import (
+    kept_end,
+    openrlhf_input_ids,
+    openrlhf_rewards,
+    reward_input_ids,
+    trained_by_openrlhf,
+)
 from directpo.rewardfn import PROBE_COMPLETION, probe_rows
 
 # a saved tokenizer writes one of these at least (save_pretrained: both)
@@ -128,13 +134,21 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
                 "(tokenizer.save_pretrained(DIR)): it reads the prompts and completions"
             ) from None
         raise _unloadable(path, exc) from None
-    try:
-        with _load_report_quiet():
+    try:  # TRL's load (num_labels=1): a one-output head whose config names no labels (as
+        # OpenRLHF saves its reward models: the config's default 2) was refused, 'cannot load'
+        with _load_report_quiet(replay=False):
             model, loading = AutoModelForSequenceClassification.from_pretrained(
-                path, output_loading_info=True
+                path, num_labels=1, output_loading_info=True
             )
-    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
-        raise _unloadable(path, exc) from None
+    except Exception:  # a classifier of several labels (refused below, by its labels), or a
+        # folder that does not load: as stored, whose error (and report) is said
+        try:
+            with _load_report_quiet():
+                model, loading = AutoModelForSequenceClassification.from_pretrained(
+                    path, output_loading_info=True
+                )
+        except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+            raise _unloadable(path, exc) from None
     mismatched = [k[0] if isinstance(k, tuple) else k for k in loading["mismatched_keys"]]
     untrained = sorted(loading["missing_keys"]) + sorted(mismatched)
     if untrained:  # transformers initialises them at random: every reward would be noise
@@ -173,6 +187,7 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     # the RewardTrainer run that trained it
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    openrlhf = trained_by_openrlhf(model.config)
     limit = None if prompt_limit is None else 2 * prompt_limit
     positions = learned_positions(model)
     if positions is not None:  # GPT-2-like: a longer input has no position to index
@@ -190,7 +205,10 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
                 "and the prompts are conversations: add the template it was trained with "
                 "(chat_template.jinja in its folder), or give text prompts"
             )
-        ids = reward_input_ids(tokenizer, prompt, completion, args)
+        if openrlhf:  # as OpenRLHF's RewardDataset trained it (reward_inputs.py)
+            ids = openrlhf_input_ids(tokenizer, prompt, completion)
+        else:
+            ids = reward_input_ids(tokenizer, prompt, completion, args)
         # too long: cut the prompt's start, never the completion the reward judges
         return kept_end(ids, limit, tokenizer.bos_token_id)
 
@@ -208,7 +226,11 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
                 # longest, so its reward depended on the completions scored beside it
                 batch = tokenizer.pad(chunk, return_tensors="pt", padding_side="right")
                 batch = batch.to(device)
-                rewards += model(**batch).logits[:, 0].float().tolist()
+                if openrlhf:  # its value at the EOS, normalized as it was trained
+                    values = openrlhf_rewards(model, batch["input_ids"], batch["attention_mask"])
+                else:
+                    values = model(**batch).logits[:, 0]
+                rewards += values.float().tolist()
         return rewards
 
     return score
@@ -222,13 +244,14 @@ def _unloadable(path: str, exc: Exception) -> ModelLoadError:
 
 
 @contextlib.contextmanager
-def _load_report_quiet() -> Iterator[None]:
+def _load_report_quiet(replay: bool = True) -> Iterator[None]:
     """transformers' load report (a table of MISSING and UNEXPECTED weights, "Consider
     training on your downstream task") printed before the one line that refuses a causal LM
     given as the reward model: left out while it loads (the line names the missing weights).
     A filter, not the logger's level: transformers 5 checks a model's tensor-parallel plan,
     and warns of every layer it leaves unsharded, when that logger's level is WARNING or up.
-    A load that fails says the report after all: its error reads "look at the above report"."""
+    A load that fails says the report after all (unless not ``replay``, a load tried first):
+    its error reads "look at the above report"."""
     logger = logging.getLogger("transformers.modeling_utils")
     held: list[logging.LogRecord] = []
 
@@ -243,7 +266,7 @@ def _load_report_quiet() -> Iterator[None]:
         yield
     except Exception:
         logger.removeFilter(not_the_report)
-        for record in held:
+        for record in held if replay else []:
             logger.handle(record)
         raise
     finally:

@@ -58,3 +58,45 @@ def kept_end(ids: list[int], limit: int | None, bos_token_id: int | None) -> lis
     if bos_token_id is not None and ids[0] == bos_token_id and limit > 1:
         return [ids[0], *ids[len(ids) - limit + 1 :]]
     return ids[-limit:]
+
+
+def trained_by_openrlhf(config: Any) -> bool:
+    """OpenRLHF writes ``normalize_reward`` into every reward model's config.json
+    (``get_llm_for_sequence_regression``); no other trainer does."""
+    return isinstance(getattr(config, "normalize_reward", None), bool)
+
+
+def openrlhf_input_ids(tokenizer: Any, prompt: Text, completion: str) -> list[int]:
+    """The ids OpenRLHF's ``RewardDataset`` trained a reward model on: prompt + completion
+    (a conversation through the chat template, no tools), trailing newlines stripped, ``" " +
+    eos_token`` appended unless it ends with it, tokenized with ``add_special_tokens=False``
+    (the template writes its BOS; a text prompt has none)."""
+    if isinstance(prompt, list):
+        messages = [*prompt, {"role": "assistant", "content": completion}]
+        text = tokenizer.apply_chat_template(text_contents(messages), tokenize=False)
+    else:
+        text = prompt + completion
+    text = text.rstrip("\n")
+    eos = tokenizer.eos_token
+    if eos and not text.endswith(eos):
+        text += " " + eos
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def openrlhf_rewards(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """OpenRLHF's ``RewardModel.forward`` of right-padded inputs: the value head at the last
+    token of the attention mask (its EOS, even where the EOS is also the pad, which
+    transformers' head would skip), positions counted over the mask, and ``(reward - mean) /
+    std`` with the config's mean and std when it was trained with ``normalize_reward``."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    positions.masked_fill_(attention_mask == 0, 1)
+    hidden = model.base_model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+    ).last_hidden_state
+    values = model.score(hidden).squeeze(-1)
+    last = attention_mask.size(1) - 1 - attention_mask.long().fliplr().argmax(dim=1, keepdim=True)
+    rewards = values.gather(dim=1, index=last).squeeze(1)
+    config = model.config
+    if config.normalize_reward:
+        rewards = (rewards - getattr(config, "mean", 0.0)) / getattr(config, "std", 1.0)
+    return rewards
