@@ -166,11 +166,17 @@ def test_a_tokenizer_without_eos_gets_none_appended(tiny_model_dirs) -> None:
     assert json.dumps(ids)  # plain ints
 
 
-def openrlhf_judge(tiny_model_dirs, folder: Path, normalize: dict | None) -> Path:
-    """A reward model as OpenRLHF saves it: the gpt2-style tokenizer (pad = EOS), a score head
-    of one output, a config that names no labels (transformers' default: 2) and carries
-    OpenRLHF's normalize_reward (and the mean and std it was normalized with)."""
+def openrlhf_judge(tiny_model_dirs, folder: Path, normalize: dict | None, head: str) -> Path:
+    """A reward model as OpenRLHF saves it: the gpt2-style tokenizer (pad = EOS), a head of
+    one output named ``head`` (its value_head_prefix), a config that names no labels
+    (transformers' default: 2) and carries OpenRLHF's normalize_reward (and the mean and std
+    it was normalized with)."""
+    from safetensors.torch import load_file, save_file
+
     tiny_judge(tiny_model_dirs, "gpt2", folder)
+    weights = load_file(folder / "model.safetensors")
+    weights[f"{head}.weight"] = weights.pop("score.weight")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     config = json.loads((folder / "config.json").read_text())
     for key in ("num_labels", "id2label", "label2id"):
         config.pop(key, None)
@@ -180,18 +186,21 @@ def openrlhf_judge(tiny_model_dirs, folder: Path, normalize: dict | None) -> Pat
     return folder
 
 
-@pytest.mark.parametrize("normalize", [None, {"mean": 0.5, "std": 2.0}])
+@pytest.mark.parametrize(
+    ("normalize", "head"), [(None, "score"), ({"mean": 0.5, "std": 2.0}, "value_head")]
+)
 def test_an_openrlhf_reward_model_reads_its_value_at_the_eos(
-    tiny_model_dirs, tmp_path, monkeypatch, normalize
+    tiny_model_dirs, tmp_path, monkeypatch, normalize, head
 ) -> None:
     """An OpenRLHF reward model (config without num_labels) was refused: 'cannot load as a
     sequence classifier (You set `ignore_mismatched_sizes` to `False` ...)' after a load
-    report; TRL loads it with num_labels=1. It now loads, and is fed and read as OpenRLHF
+    report (TRL loads it with num_labels=1), or, its head named value_head, 'not a trained
+    reward model: score.weight not in its weights'. It now loads, and is fed and read as OpenRLHF
     trained it: text + ' ' + EOS without BOS, its value at the EOS (transformers' head would
     read the token before, its EOS being its pad), normalized by the config's mean and std."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    judge = openrlhf_judge(tiny_model_dirs, tmp_path / "judge", normalize)
+    judge = openrlhf_judge(tiny_model_dirs, tmp_path / "judge", normalize, head)
     tokenizer = AutoTokenizer.from_pretrained(judge)
     score = _reward_model(str(judge), torch.device("cpu"), None)
     longer = " and a much longer completion than the first one, to pad it by many tokens"
@@ -200,7 +209,9 @@ def test_an_openrlhf_reward_model_reads_its_value_at_the_eos(
     assert seen[0] == ids and ids[-1] == tokenizer.eos_token_id  # (its pad: it has none)
     assert tokenizer.pad_token is None
 
-    model = AutoModelForSequenceClassification.from_pretrained(judge, num_labels=1).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        judge, num_labels=1, key_mapping={"^value_head": "score"}
+    ).eval()
     with torch.no_grad():
         hidden = model.base_model(torch.tensor([ids])).last_hidden_state
         value = model.score(hidden)[0, -1, 0].item()  # at the EOS

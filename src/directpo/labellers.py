@@ -134,11 +134,14 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
                 "(tokenizer.save_pretrained(DIR)): it reads the prompts and completions"
             ) from None
         raise _unloadable(path, exc) from None
+    # OpenRLHF names its head value_head (older versions' default of its value_head_prefix)
+    # or score: the former was refused as a causal LM's missing head
+    mapping = {r"^value_head\.": "score."} if _openrlhf_folder(path) else None
     try:  # TRL's load (num_labels=1): a one-output head whose config names no labels (as
         # OpenRLHF saves its reward models: the config's default 2) was refused, 'cannot load'
         with _load_report_quiet(replay=False):
             model, loading = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=1, output_loading_info=True
+                path, num_labels=1, output_loading_info=True, key_mapping=mapping
             )
     except Exception:  # a classifier of several labels (refused below, by its labels), or a
         # folder that does not load: as stored, whose error (and report) is said
@@ -234,6 +237,15 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
         return rewards
 
     return score
+
+
+def _openrlhf_folder(path: str) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        return trained_by_openrlhf(AutoConfig.from_pretrained(path))
+    except Exception:  # (said by the load that follows)
+        return False
 
 
 def _unloadable(path: str, exc: Exception) -> ModelLoadError:
