@@ -219,3 +219,51 @@ def test_an_openrlhf_reward_model_reads_its_value_at_the_eos(
     assert rewards[0] == pytest.approx((value - mean) / std, abs=1e-5)
     (alone,) = score(["Hi"], [" there"], [{}])
     assert alone == pytest.approx(rewards[0], abs=1e-5)
+
+
+REMOTE_MODEL = """
+from torch import nn
+from transformers import LlamaConfig, LlamaModel, LlamaPreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+class TinyRemoteRewardConfig(LlamaConfig):
+    model_type = "tiny_remote_reward"
+
+
+class TinyRemoteReward(LlamaPreTrainedModel):
+    config_class = TinyRemoteRewardConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return SequenceClassifierOutput(logits=self.score(hidden)[:, -1] + 100.0)  # (it ran)
+"""
+
+
+def test_a_reward_model_of_its_own_code_loads_with_trust_remote_code(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A reward model whose architecture ships with it (ArmoRM-like) was refused with the
+    run's trust_remote_code: true: 'cannot load as a sequence classifier (... custom code
+    ...)'. The run's trust reaches it; without it the refusal says the option."""
+    from directpo.errors import ModelLoadError
+
+    judge = tiny_judge(tiny_model_dirs, "llama", tmp_path / "remote")
+    (judge / "modeling_tiny_remote_reward.py").write_text(REMOTE_MODEL)
+    config = json.loads((judge / "config.json").read_text())
+    config |= {"model_type": "tiny_remote_reward", "auto_map": {
+        "AutoConfig": "modeling_tiny_remote_reward.TinyRemoteRewardConfig",
+        "AutoModelForSequenceClassification": "modeling_tiny_remote_reward.TinyRemoteReward",
+    }}  # fmt: skip
+    (judge / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="allow its code with trust_remote_code: true$"):
+        _reward_model(str(judge), torch.device("cpu"), None)
+    score = _reward_model(str(judge), torch.device("cpu"), None, trust_remote_code=True)
+    (reward,) = score(["The movie was"], [" great."], [{}])
+    assert reward > 50.0

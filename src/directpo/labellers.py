@@ -57,7 +57,11 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
         parts.append(load_reward_fn(config.reward_fn))
     if config.reward_model_name_or_path:
         path = config.reward_model_name_or_path
-        model = _reward_model(path, device, config.prompt_limit)
+        # the run's trust, in either spelling (TRL's model_init_kwargs load its reward models too)
+        trusted = config.trust_remote_code or bool(
+            (config.model_init_kwargs or {}).get("trust_remote_code")
+        )
+        model = _reward_model(path, device, config.prompt_limit, trusted)
         parts.append(_reported(f"reward_model_name_or_path '{path}'", model))
     if config.implicit_reward_model:
         parts.append(_implicit(config))
@@ -115,14 +119,19 @@ def _reported(name: str, labeller: Labeller) -> Labeller:
     return call
 
 
-def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> Labeller:
+def _reward_model(
+    path: str, device: torch.device, prompt_limit: int | None, trust_remote_code: bool = False
+) -> Labeller:
+    """A sequence classifier's labeller; ``trust_remote_code`` (the run's) lets a reward model
+    of its own code load (ArmoRM-like: it was refused, 'pass trust_remote_code=True', with the
+    option set)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from directpo.reward_models import runs_in_float32
 
     cache_only_where_unreachable(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         if os.path.isdir(path) and not any(
             os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES
@@ -133,25 +142,26 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
                 f"{' nor '.join(TOKENIZER_FILES)}); save the reward model's tokenizer there "
                 "(tokenizer.save_pretrained(DIR)): it reads the prompts and completions"
             ) from None
-        raise _unloadable(path, exc) from None
+        raise _unloadable(path, exc, trust_remote_code) from None
     # OpenRLHF names its head value_head (older versions' default of its value_head_prefix)
     # or score: the former was refused as a causal LM's missing head
-    mapping = {r"^value_head\.": "score."} if _openrlhf_folder(path) else None
+    mapping = {r"^value_head\.": "score."} if _openrlhf_folder(path, trust_remote_code) else None
+    remote = {"trust_remote_code": trust_remote_code}
     try:  # TRL's load (num_labels=1): a one-output head whose config names no labels (as
         # OpenRLHF saves its reward models: the config's default 2) was refused, 'cannot load'
         with _load_report_quiet(replay=False):
             model, loading = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=1, output_loading_info=True, key_mapping=mapping
+                path, num_labels=1, output_loading_info=True, key_mapping=mapping, **remote
             )
     except Exception:  # a classifier of several labels (refused below, by its labels), or a
         # folder that does not load: as stored, whose error (and report) is said
         try:
             with _load_report_quiet():
                 model, loading = AutoModelForSequenceClassification.from_pretrained(
-                    path, output_loading_info=True
+                    path, output_loading_info=True, **remote
                 )
         except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
-            raise _unloadable(path, exc) from None
+            raise _unloadable(path, exc, trust_remote_code) from None
     mismatched = [k[0] if isinstance(k, tuple) else k for k in loading["mismatched_keys"]]
     untrained = sorted(loading["missing_keys"]) + sorted(mismatched)
     if untrained:  # transformers initialises them at random: every reward would be noise
@@ -239,19 +249,24 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     return score
 
 
-def _openrlhf_folder(path: str) -> bool:
+def _openrlhf_folder(path: str, trust_remote_code: bool) -> bool:
     from transformers import AutoConfig
 
     try:
-        return trained_by_openrlhf(AutoConfig.from_pretrained(path))
+        return trained_by_openrlhf(
+            AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        )
     except Exception:  # (said by the load that follows)
         return False
 
 
-def _unloadable(path: str, exc: Exception) -> ModelLoadError:
+def _unloadable(path: str, exc: Exception, trust_remote_code: bool = False) -> ModelLoadError:
+    hint = ""
+    if "custom code" in str(exc) and not trust_remote_code:
+        hint = "; allow its code with trust_remote_code: true"
     return ModelLoadError(
         f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
-        f"({first_line(exc)})"
+        f"({first_line(exc)}){hint}"
     )
 
 
