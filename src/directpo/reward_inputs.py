@@ -13,7 +13,8 @@ it on, since that is how most reward models our users load were trained.
 TRL's ``OnlineDPOTrainer`` (``experimental/online_dpo``, ``_calculate_rewards_from_functions``)
 scores text as ``tokenizer(prompt + completion, add_special_tokens=False)``: no BOS and no EOS,
 not what its ``RewardTrainer`` trained on; directpo follows the training side. docs/online.md
-has the lines read.
+has the lines read. An OpenRLHF reward model (``trained_by_openrlhf``) is fed and read as
+OpenRLHF trained it instead (``openrlhf_input_ids``, ``openrlhf_rewards``).
 """
 
 from __future__ import annotations
