@@ -267,3 +267,14 @@ def test_a_reward_model_of_its_own_code_loads_with_trust_remote_code(
     score = _reward_model(str(judge), torch.device("cpu"), None, trust_remote_code=True)
     (reward,) = score(["The movie was"], [" great."], [{}])
     assert reward > 50.0
+    # a run's trust, in directpo's spelling or TRL's (model_init_kwargs)
+    from tiny import tiny_config, write_jsonl
+
+    from directpo.labellers import load_labeller
+
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "The movie was"}])
+    for trust in ({"trust_remote_code": True}, {"model_init_kwargs": {"trust_remote_code": True}}):
+        config = tiny_config(tiny_model_dirs["llama"], prompts, tmp_path / "out", online=True,
+                             reward_model_name_or_path=str(judge), **trust)  # fmt: skip
+        labeller = load_labeller(config, torch.device("cpu"))
+        assert labeller(["The movie was"], [" great."], [{}]) == pytest.approx([reward])
