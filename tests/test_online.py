@@ -424,8 +424,8 @@ def tiny_judge(tiny_model_dirs, folder: Path, vocab_size: int = 500) -> Path:
 
 def test_reward_model_sees_the_completion_once_rendered(tiny_model_dirs, tmp_path) -> None:
     """A prompt too long for the reward model loses its start, not the completion (the cut
-    used to keep the prompt: every completion got the same reward and no pair formed); a
-    conversation is the chat template's ids, without a second BOS."""
+    used to keep the prompt: every completion got the same reward and no pair formed), and
+    keeps its BOS; a conversation is the chat template's ids, without a second BOS."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from directpo.labellers import _reward_model
@@ -444,8 +444,10 @@ def test_reward_model_sees_the_completion_once_rendered(tiny_model_dirs, tmp_pat
     rewards = score([long_prompt] * 2, completions, [{}, {}])
     assert rewards[0] != rewards[1]
     for reward, completion in zip(rewards, completions, strict=True):
-        ids = tokenizer(long_prompt + completion)["input_ids"][-16:]  # 2 x prompt_limit
-        assert reward == pytest.approx(direct(ids), abs=1e-5)
+        # 2 x prompt_limit, with the BOS and EOS TRL's RewardTrainer trained it with
+        ids = tokenizer(long_prompt + completion + tokenizer.eos_token)["input_ids"]
+        assert ids[0] == tokenizer.bos_token_id
+        assert reward == pytest.approx(direct([ids[0], *ids[-15:]]), abs=1e-5)
     chat = [{"role": "user", "content": "Hi"}]
     (reward,) = _reward_model(str(judge), torch.device("cpu"), None)([chat], [" Hello!"], [{}])
     messages = [*chat, {"role": "assistant", "content": " Hello!"}]
@@ -468,6 +470,7 @@ def test_a_reward_model_stored_in_half_precision_scores_in_float32(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from directpo.labellers import _reward_model
+    from directpo.reward_inputs import reward_input_ids
 
     judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
     half = AutoModelForSequenceClassification.from_pretrained(judge, dtype=dtype)
@@ -482,7 +485,7 @@ def test_a_reward_model_stored_in_half_precision_scores_in_float32(
     rewards = score(["The movie was"] * 3, completions, [{}] * 3)
     tokenizer = AutoTokenizer.from_pretrained(judge)
     for reward, completion in zip(rewards, completions, strict=True):
-        ids = tokenizer("The movie was" + completion)["input_ids"]
+        ids = reward_input_ids(tokenizer, "The movie was", completion)  # (its EOS appended)
         with torch.no_grad():
             expected = exact(torch.tensor([ids])).logits[0, 0].item()
         assert reward == pytest.approx(expected, abs=1e-6)

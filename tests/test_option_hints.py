@@ -80,6 +80,12 @@ from directpo.option_loading import load_options
             "'--top_k'; --top_k is an option of directpo generate, not of rank",
         ),
         (["--lr", "1", "score"], "--learning_rate is an option of directpo train, not of score"),
+        # a reward model's folder: train's online labeller (score's was told nothing)
+        (["train", "--reward_pretrain", "rm/"], "did you mean '--reward_model_name_or_path'?"),
+        (
+            ["score", "--reward_model", "rm/"],
+            "--reward_model_name_or_path is an option of directpo train, not of this command",
+        ),
     ],
 )
 def test_an_unknown_flag_is_told_the_option_other_tools_spell_so(capsys, argv, said) -> None:

@@ -507,8 +507,10 @@ class DPOConfig(Options):
     reward_model_name_or_path: str | None = option(
         None,
         "Online labeller: an AutoModelForSequenceClassification folder of one output (a "
-        "reward model, as TRL loads it); its logit of prompt + completion, computed in "
-        "float32, is the reward.",
+        "reward model, as TRL loads it); its logit of prompt + completion, encoded as TRL's "
+        "RewardTrainer trained it (text with BOS and EOS, conversations through its chat "
+        "template; an OpenRLHF reward model as OpenRLHF did) and computed in float32, is the "
+        "reward.",
     )
     implicit_reward_model: str | None = option(
         None,

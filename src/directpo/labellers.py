@@ -4,7 +4,8 @@ rewards``, and their check before training (``check_labeller``):
 * ``reward_fn: module:function`` (TRL's convention: called by keyword with prompts,
   completions, completion_ids and the prompt rows' other columns; rewardfn.py);
 * ``reward_model_name_or_path``: an ``AutoModelForSequenceClassification`` folder; the first
-  logit of prompt + completion (rendered with its tokenizer's chat template for conversations);
+  logit of prompt + completion, encoded as TRL's RewardTrainer trained it (reward_inputs.py:
+  text with BOS and EOS, conversations through its tokenizer's chat template);
 * ``implicit_reward_model``: a directpo run (or DPO model) scored as β·log π/π_ref.
 
 Several of them are summed with ``reward_weights``, as TRL sums a list of ``reward_funcs``.
@@ -25,9 +26,16 @@ from directpo.callers import Caller, Entry, Spelling, called_by
 from directpo.config import DPOConfig
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.hub import cache_only_where_unreachable
-from directpo.messages import Text, text_contents
+from directpo.messages import Text
 from directpo.model_fit import learned_positions
 from directpo.preference_pairs import ImagePrompt, prompt_of
+from directpo.reward_inputs import (
+    kept_end,
+    openrlhf_input_ids,
+    openrlhf_rewards,
+    reward_input_ids,
+    trained_by_openrlhf,
+)
 from directpo.rewardfn import PROBE_COMPLETION, probe_rows
 
 # a saved tokenizer writes one of these at least (save_pretrained: both)
@@ -49,7 +57,11 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
         parts.append(load_reward_fn(config.reward_fn))
     if config.reward_model_name_or_path:
         path = config.reward_model_name_or_path
-        model = _reward_model(path, device, config.prompt_limit)
+        # the run's trust, in either spelling (TRL's model_init_kwargs load its reward models too)
+        trusted = config.trust_remote_code or bool(
+            (config.model_init_kwargs or {}).get("trust_remote_code")
+        )
+        model = _reward_model(path, device, config.prompt_limit, trusted)
         parts.append(_reported(f"reward_model_name_or_path '{path}'", model))
     if config.implicit_reward_model:
         parts.append(_implicit(config))
@@ -107,14 +119,19 @@ def _reported(name: str, labeller: Labeller) -> Labeller:
     return call
 
 
-def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> Labeller:
+def _reward_model(
+    path: str, device: torch.device, prompt_limit: int | None, trust_remote_code: bool = False
+) -> Labeller:
+    """A sequence classifier's labeller; ``trust_remote_code`` (the run's) lets a reward model
+    of its own code load (ArmoRM-like: it was refused, 'pass trust_remote_code=True', with the
+    option set)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from directpo.reward_models import runs_in_float32
 
     cache_only_where_unreachable(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         if os.path.isdir(path) and not any(
             os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES
@@ -125,14 +142,26 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
                 f"{' nor '.join(TOKENIZER_FILES)}); save the reward model's tokenizer there "
                 "(tokenizer.save_pretrained(DIR)): it reads the prompts and completions"
             ) from None
-        raise _unloadable(path, exc) from None
-    try:
-        with _load_report_quiet():
+        raise _unloadable(path, exc, trust_remote_code) from None
+    # OpenRLHF names its head value_head (older versions' default of its value_head_prefix)
+    # or score: the former was refused as a causal LM's missing head
+    mapping = {r"^value_head\.": "score."} if _openrlhf_folder(path, trust_remote_code) else None
+    remote = {"trust_remote_code": trust_remote_code}
+    try:  # TRL's load (num_labels=1): a one-output head whose config names no labels (as
+        # OpenRLHF saves its reward models: the config's default 2) was refused, 'cannot load'
+        with _load_report_quiet(replay=False):
             model, loading = AutoModelForSequenceClassification.from_pretrained(
-                path, output_loading_info=True
+                path, num_labels=1, output_loading_info=True, key_mapping=mapping, **remote
             )
-    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
-        raise _unloadable(path, exc) from None
+    except Exception:  # a classifier of several labels (refused below, by its labels), or a
+        # folder that does not load: as stored, whose error (and report) is said
+        try:
+            with _load_report_quiet():
+                model, loading = AutoModelForSequenceClassification.from_pretrained(
+                    path, output_loading_info=True, **remote
+                )
+        except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+            raise _unloadable(path, exc, trust_remote_code) from None
     mismatched = [k[0] if isinstance(k, tuple) else k for k in loading["mismatched_keys"]]
     untrained = sorted(loading["missing_keys"]) + sorted(mismatched)
     if untrained:  # transformers initialises them at random: every reward would be noise
@@ -165,30 +194,36 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    # the head reads the score at the last token that is not this pad id (transformers:
+    # input_ids != pad_token_id, rightmost), from the text config of a composite (vision)
+    # model's, as TRL sets it; a pad that is the EOS leaves the appended EOS unread, as in
+    # the RewardTrainer run that trained it
     model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    openrlhf = trained_by_openrlhf(model.config)
     limit = None if prompt_limit is None else 2 * prompt_limit
     positions = learned_positions(model)
     if positions is not None:  # GPT-2-like: a longer input has no position to index
         limit = positions if limit is None else min(limit, positions)
 
     def encode(prompt: Text | ImagePrompt, completion: str) -> list[int]:
-        prompt = prompt_of(prompt)  # rendered with the reward model's own template
-        if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
-            if not tokenizer.chat_template:  # (transformers' error, cut at its URL, said less)
-                raise DirectpoError(
-                    f"reward_model_name_or_path '{path}': its tokenizer has no chat template "
-                    "and the prompts are conversations: add the template it was trained with "
-                    "(chat_template.jinja in its folder), or give text prompts"
-                )
-            messages = [*prompt, {"role": "assistant", "content": completion}]
-            # a text classifier's template is written for string contents, as a policy's is
-            text = tokenizer.apply_chat_template(text_contents(messages), tokenize=False)
-            # the template writes its own special tokens (a second BOS would change the score)
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        # rendered with the reward model's own template, and the row's tools and
+        # chat_template_kwargs, as TRL's RewardTrainer rendered its rows (reward_inputs.py)
+        args = prompt.template_args if isinstance(prompt, ImagePrompt) else None
+        prompt = prompt_of(prompt)
+        if isinstance(prompt, list) and not tokenizer.chat_template:
+            # (transformers' error, cut at its URL, said less)
+            raise DirectpoError(
+                f"reward_model_name_or_path '{path}': its tokenizer has no chat template "
+                "and the prompts are conversations: add the template it was trained with "
+                "(chat_template.jinja in its folder), or give text prompts"
+            )
+        if openrlhf:  # as OpenRLHF's RewardDataset trained it (reward_inputs.py)
+            ids = openrlhf_input_ids(tokenizer, prompt, completion)
         else:
-            ids = tokenizer(prompt + completion)["input_ids"]
+            ids = reward_input_ids(tokenizer, prompt, completion, args)
         # too long: cut the prompt's start, never the completion the reward judges
-        return ids if limit is None or len(ids) <= limit else ids[-limit:]
+        return kept_end(ids, limit, tokenizer.bos_token_id)
 
     @torch.no_grad()
     def score(
@@ -204,27 +239,46 @@ def _reward_model(path: str, device: torch.device, prompt_limit: int | None) -> 
                 # longest, so its reward depended on the completions scored beside it
                 batch = tokenizer.pad(chunk, return_tensors="pt", padding_side="right")
                 batch = batch.to(device)
-                rewards += model(**batch).logits[:, 0].float().tolist()
+                if openrlhf:  # its value at the EOS, normalized as it was trained
+                    values = openrlhf_rewards(model, batch["input_ids"], batch["attention_mask"])
+                else:
+                    values = model(**batch).logits[:, 0]
+                rewards += values.float().tolist()
         return rewards
 
     return score
 
 
-def _unloadable(path: str, exc: Exception) -> ModelLoadError:
+def _openrlhf_folder(path: str, trust_remote_code: bool) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        return trained_by_openrlhf(
+            AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        )
+    except Exception:  # (said by the load that follows)
+        return False
+
+
+def _unloadable(path: str, exc: Exception, trust_remote_code: bool = False) -> ModelLoadError:
+    hint = ""
+    if "custom code" in str(exc) and not trust_remote_code:
+        hint = "; allow its code with trust_remote_code: true"
     return ModelLoadError(
         f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
-        f"({first_line(exc)})"
+        f"({first_line(exc)}){hint}"
     )
 
 
 @contextlib.contextmanager
-def _load_report_quiet() -> Iterator[None]:
+def _load_report_quiet(replay: bool = True) -> Iterator[None]:
     """transformers' load report (a table of MISSING and UNEXPECTED weights, "Consider
     training on your downstream task") printed before the one line that refuses a causal LM
     given as the reward model: left out while it loads (the line names the missing weights).
     A filter, not the logger's level: transformers 5 checks a model's tensor-parallel plan,
     and warns of every layer it leaves unsharded, when that logger's level is WARNING or up.
-    A load that fails says the report after all: its error reads "look at the above report"."""
+    A load that fails says the report after all (unless not ``replay``, a load tried first):
+    its error reads "look at the above report"."""
     logger = logging.getLogger("transformers.modeling_utils")
     held: list[logging.LogRecord] = []
 
@@ -239,7 +293,7 @@ def _load_report_quiet() -> Iterator[None]:
         yield
     except Exception:
         logger.removeFilter(not_the_report)
-        for record in held:
+        for record in held if replay else []:
             logger.handle(record)
         raise
     finally:

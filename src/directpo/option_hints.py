@@ -78,6 +78,12 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     # --auto_find_batch_size?'): an online round's prompts; generate's batch
     "generation_batch_size": ("batch_size", "online_prompts_per_round"),
     **dict.fromkeys(("precision", "torch_dtype", "mixed_precision"), ("dtype",)),
+    # a sequence classifier's folder (TRL's reward_model_path, OpenRLHF's reward_pretrain):
+    # train's online labeller; score --reward_model was 'unknown option' without a word
+    **dict.fromkeys(
+        ("reward_model", "reward_model_path", "reward_pretrain", "rm", "rm_path"),
+        ("reward_model_name_or_path",),
+    ),
     # one-letter flags other CLIs give these (-m MODEL, -o OUT, -c CONFIG): none is directpo's
     "m": ("model_name_or_path",),
     "o": ("output_dir", "output"),
