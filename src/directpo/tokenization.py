@@ -217,9 +217,10 @@ class PairTokenizer:
         alone = [
             (row, n) for row, ids in enumerate(tails) for n, tail in enumerate(ids) if tail is None
         ]
-        redone = self._ids_many([rows[row][2][n] for row, n in alone])
-        for (row, n), ids in zip(alone, redone, strict=True):
-            tails[row][n] = ids
+        if alone:  # (no call at all where none is)
+            redone = self._ids_many([rows[row][2][n] for row, n in alone])
+            for (row, n), ids in zip(alone, redone, strict=True):
+                tails[row][n] = ids
         return tails
 
     def refuse_vision(self, ids: list[int], column: str) -> None:
