@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import pytest
 from tiny import CORPUS, build_tokenizer, count_encoding
@@ -1044,3 +1045,29 @@ def test_the_direct_path_is_taken_only_where_it_gives_the_tokenizers_ids() -> No
     split = PairTokenizer(splitting, None).ids("<|im_start|>user")
     assert split == splitting("<|im_start|>user", add_special_tokens=False).input_ids
     assert len(split) > 2  # (the special token read as its characters)
+
+
+def test_a_rows_responses_to_score_render_its_prompt_once(monkeypatch) -> None:
+    """score and rank render a row's chat prompt once for all its responses, as training does
+    for a pair's two sides (it was rendered for each response: a rank row of 3 candidates, 3
+    times), with the ids of each response encoded on its own."""
+    from directpo.chat_render import ChatRenderer
+
+    tokenizer = build_tokenizer("llama")
+    encoder = PairTokenizer(tokenizer, 64)
+    prompt = [{"role": "system", "content": "Be brief."}, *USER]
+    other = [{"role": "user", "content": "hello world"}]
+    items = [(prompt, _assistant(text), None, None) for text in ("yes", "no", "maybe")]
+    items.append((other, _assistant("yes"), None, None))
+    alone = [encoder.encode_scored(*item) for item in items]
+    renders: list[Any] = []
+    render_prompt = ChatRenderer.render_prompt
+
+    def counted(self, prompt, template_args=None):
+        renders.append(prompt)
+        return render_prompt(self, prompt, template_args)
+
+    monkeypatch.setattr(ChatRenderer, "render_prompt", counted)
+    together = encoder.encode_scored_many(items, [Counter() for _ in items])
+    assert together == alone
+    assert renders == [prompt, other]  # (each row's prompt once)

@@ -395,6 +395,7 @@ class PairTokenizer:
         row took 1-3 ms of a small tokenizer's time, most of a 60k-row file's check)."""
         results: list[Any] = [None] * len(items)
         rendered: dict[int, tuple[str, str]] = {}
+        last: tuple[Any, Any, str] | None = None  # (prompt, template arguments, prompt text)
         for index, (prompt, response, images, template_args) in enumerate(items):
             try:
                 if images:  # (the processor encodes a prompt with its images: one at a time)
@@ -402,7 +403,12 @@ class PairTokenizer:
                         prompt, response, images, truncated[index], template_args
                     )
                 else:
-                    rendered[index] = self.renderer.render(prompt, response, template_args)
+                    # a row's responses follow its prompt (the same object): rendered once, as
+                    # a training pair's is for both sides (it was rendered for each response)
+                    same = last is not None and last[0] is prompt and last[1] is template_args
+                    known = last[2] if same and last is not None else None
+                    texts = self.renderer.render(prompt, response, template_args, known)
+                    rendered[index], last = texts, (prompt, template_args, texts[0])
             except RowError as err:
                 results[index] = err
         # a row's responses after the same prompt text (a pair's two): the prompt read once
