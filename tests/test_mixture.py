@@ -648,3 +648,26 @@ def test_a_source_is_read_holding_only_the_rows_its_weight_keeps(tmp_path, monke
         theirs = datasets.Dataset.from_list(rows).shuffle(seed=seed).select(range(kept))
         handbook = theirs.shuffle(seed=seed)  # (the one source's mixture, shuffled again)
         assert _triples(ours) == [(r["prompt"], r["chosen"], r["rejected"]) for r in handbook]
+
+
+def test_a_source_whose_weight_keeps_every_row_is_read_once(tmp_path, monkeypatch) -> None:
+    """A weight of 1 (the handbook's default) keeps every row: they are held from the pass
+    that counts them, not read a second time; a smaller share reads the file twice."""
+    import directpo.mixture as mixture_module
+
+    path = write_jsonl(tmp_path / "a.jsonl", A_ROWS)
+    opened: list[str] = []
+    opening = mixture_module.open_rows
+
+    def counted(source, label, lazy=False):
+        opened.append(label)
+        return opening(source, label, lazy=lazy)
+
+    monkeypatch.setattr(mixture_module, "open_rows", counted)
+    whole = load_mixture({"datasets": [{"id": str(path)}], "seed": 3}, Columns()).train
+    assert opened == [str(path)] and len(whole.examples) == len(A_ROWS)
+    opened.clear()
+    half = load_mixture({"datasets": [{"id": str(path), "weight": 0.5}], "seed": 3}, Columns())
+    assert opened == [str(path)] * 2 and len(half.train.examples) == len(A_ROWS) // 2
+    theirs = datasets.Dataset.from_list(A_ROWS).shuffle(seed=3).shuffle(seed=3)
+    assert _triples(whole) == [(r["prompt"], r["chosen"], r["rejected"]) for r in theirs]

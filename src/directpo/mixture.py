@@ -25,7 +25,7 @@ concatenation in their order, as TRL's ``get_dataset`` does, and takes its ``fra
 the source and its row; only the rows a weight keeps are validated (the handbook's trainer never
 sees the others), and the start line says how many were left out unchecked. A source is read
 twice, once to count its rows and once for the rows its share keeps: only those are held (a 5%
-share of a 300k-row file held all 300k). Everything is a
+share of a 300k-row file held all 300k); once where a weight of 1 keeps every row. Everything is a
 function of the files and ``seed``: every process of a run, and a resumed run, has the same
 pairs in the same order.
 """
@@ -459,14 +459,15 @@ def _source_pairs(
     ``opened``: the source already opened (counted), else opened here. Only the
     kept rows are held: a 300k-row source of which a weight keeps 5% held every row (2.7 GB
     to keep 21k rows of two files); now it is read twice, to count its rows, then for those
-    the permutation of that count picks (the same rows, in the same order)."""
+    the permutation of that count picks (the same rows, in the same order; a weight of 1:
+    once, every row held)."""
     if columns.system is not None and source.columns and columns.system not in source.columns:
         # kept out by the entry's columns, not missing from its file (which it was said to be)
         raise DataError(
             f"dataset_mixture: {source.label}: its columns ({', '.join(source.columns)}) "
             f"leave out system_column '{columns.system}'; add it to them"
         )
-    opened = opened or _opened(source)
+    opened = opened or _opened(source, hold=count is None and source.weight >= 1)
     size = opened.size
     order = list(range(size)) if seed is None else _shuffled(size, seed)
     kept = order[: int(size * source.weight) if count is None else count]
@@ -518,9 +519,9 @@ class SourceRows:
     size: int
 
 
-def _opened(source: Source) -> SourceRows:
+def _opened(source: Source, hold: bool = False) -> SourceRows:
     """A source's rows, restricted to its columns (its checks made in one pass that counts
-    them)."""
+    them). ``hold``: every row is kept (a weight of 1): held from that pass, not read again."""
     label = f"dataset_mixture: {source.label}"
     path = os.path.expanduser(source.id)
     base_dir = None
@@ -548,16 +549,20 @@ def _opened(source: Source) -> SourceRows:
             )
         opened = picked
 
-    def rows() -> Iterable[tuple[str, Any]]:
-        return open_rows(opened, source.label, lazy=True)[0]
-
     first, names = open_rows(opened, source.label, lazy=True)
+    held: list[tuple[str, Any]] | None = [] if hold else None
     size = 0
     keys: dict[str, None] = {}  # (a JSON Lines file's columns: its rows' keys)
-    for _, row in first:
+    for item in first:
         size += 1
-        if names is None and source.columns is not None and isinstance(row, dict):
-            keys.update(dict.fromkeys(row))
+        if held is not None:
+            held.append(item)
+        if names is None and source.columns is not None and isinstance(item[1], dict):
+            keys.update(dict.fromkeys(item[1]))
+
+    def rows() -> Iterable[tuple[str, Any]]:
+        return held if held is not None else open_rows(opened, source.label, lazy=True)[0]
+
     if not size:
         raise DataError(f"{label}: no rows")
     if source.columns is None:
