@@ -10,7 +10,7 @@ from tiny import SENTIMENT_PAIRS, write_jsonl
 
 from directpo.data_sources import load_named_dataset
 from directpo.errors import ConfigError, DataError
-from directpo.mixture import Source, _source_rows
+from directpo.mixture import Source, _opened
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -91,12 +91,12 @@ def test_a_mixture_entrys_slice_is_read_and_a_files_refused(tmp_path: Path) -> N
     """A dataset_mixture entry's split: train[:10%] of a folder was 'no split' too; a file's
     split is refused in one line, as before (a file holds one split)."""
     folder = _folder(tmp_path)
-    rows, _, _ = _source_rows(Source(id=str(folder), split="train[:10%]"))
-    assert len(rows) == len(SENTIMENT_PAIRS)
+    opened = _opened(Source(id=str(folder), split="train[:10%]"))
+    assert opened.size == len(list(opened.read())) == len(SENTIMENT_PAIRS)
     with pytest.raises(
         DataError, match="a file holds one split .* remove split: train\\[:10%\\], or list"
     ):
-        _source_rows(Source(id=str(folder / "train.jsonl"), split="train[:10%]"))
+        _opened(Source(id=str(folder / "train.jsonl"), split="train[:10%]"))
 
 
 def test_a_slice_of_a_train_file_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -603,3 +603,71 @@ def test_a_python_mixtures_paths_are_their_files(tmp_path) -> None:
         parse_mixture({"datasets": [{"id": 5}]})
     with pytest.raises(ConfigError, match=r"datasets\[0\]: id \(a hub id, .*\) is required"):
         parse_mixture({"datasets": [{"split": "train"}]})
+
+
+def test_a_source_is_read_holding_only_the_rows_its_weight_keeps(tmp_path, monkeypatch) -> None:
+    """Each source's rows were held whole to count and shuffle them (2.7 GB to keep 21k of
+    360k rows); now one pass counts them and a second keeps the rows the seeded permutation
+    picks. At no time are more than those rows held, and they are the handbook's rows, in its
+    order (datasets' own shuffle, select and concatenation)."""
+    import weakref
+
+    import directpo.mixture as mixture_module
+
+    rows = [
+        {"prompt": f"Question {i}?", "chosen": f" good {i}", "rejected": f" bad {i}"}
+        for i in range(400)
+    ]
+    path = write_jsonl(tmp_path / "many.jsonl", rows)
+    alive, most = [0], [0]
+    opening = mixture_module.open_rows
+
+    class Row(dict):  # (a dict that a weak set can hold)
+        pass
+
+    def watched(source, label, lazy=False):
+        read, names = opening(source, label, lazy=lazy)
+
+        def each():
+            for where, row in read:
+                row = Row(row)
+                alive[0] += 1
+                weakref.finalize(row, lambda: alive.__setitem__(0, alive[0] - 1))
+                most[0] = max(most[0], alive[0])
+                yield where, row
+
+        return each(), names
+
+    monkeypatch.setattr(mixture_module, "open_rows", watched)
+    for weight, seed in ((0.05, 0), (0.1, 7)):
+        mixture = {"datasets": [{"id": str(path), "weight": weight}], "seed": seed}
+        most[0] = 0
+        ours = load_mixture(mixture, Columns()).train
+        kept = int(len(rows) * weight)
+        assert len(ours.examples) == kept and most[0] <= kept + 2  # (the row read, the last)
+        theirs = datasets.Dataset.from_list(rows).shuffle(seed=seed).select(range(kept))
+        handbook = theirs.shuffle(seed=seed)  # (the one source's mixture, shuffled again)
+        assert _triples(ours) == [(r["prompt"], r["chosen"], r["rejected"]) for r in handbook]
+
+
+def test_a_source_whose_weight_keeps_every_row_is_read_once(tmp_path, monkeypatch) -> None:
+    """A weight of 1 (the handbook's default) keeps every row: they are held from the pass
+    that counts them, not read a second time; a smaller share reads the file twice."""
+    import directpo.mixture as mixture_module
+
+    path = write_jsonl(tmp_path / "a.jsonl", A_ROWS)
+    opened: list[str] = []
+    opening = mixture_module.open_rows
+
+    def counted(source, label, lazy=False):
+        opened.append(label)
+        return opening(source, label, lazy=lazy)
+
+    monkeypatch.setattr(mixture_module, "open_rows", counted)
+    whole = load_mixture({"datasets": [{"id": str(path)}], "seed": 3}, Columns()).train
+    assert opened == [str(path)] and len(whole.examples) == len(A_ROWS)
+    opened.clear()
+    half = load_mixture({"datasets": [{"id": str(path), "weight": 0.5}], "seed": 3}, Columns())
+    assert opened == [str(path)] * 2 and len(half.train.examples) == len(A_ROWS) // 2
+    theirs = datasets.Dataset.from_list(A_ROWS).shuffle(seed=3).shuffle(seed=3)
+    assert _triples(whole) == [(r["prompt"], r["chosen"], r["rejected"]) for r in theirs]

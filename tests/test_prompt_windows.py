@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tiny import CORPUS, build_tokenizer, train_byte_level_bpe
+from tiny import CORPUS, build_tokenizer, count_encoding, train_byte_level_bpe
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -160,12 +160,6 @@ def test_each_prompt_is_read_once(monkeypatch) -> None:
     """The tokenizer read each prompt three times (alone, then before chosen and rejected):
     about 2.1x the tokens kept. Now a chat prompt is read once and each completion alone."""
     tokenizer = build_tokenizer("gpt2")
-    read: list[int] = []
-    call = type(tokenizer).__call__
-
-    def counted(self, texts, *args, **kwargs):
-        read.append(sum(map(len, texts)))
-        return call(self, texts, *args, **kwargs)
 
     conversation = [{"role": "user", "content": "Tell me a joke about the movie. " * 8}]
     examples = [
@@ -179,11 +173,12 @@ def test_each_prompt_is_read_once(monkeypatch) -> None:
     ]
     encoder = PairTokenizer(tokenizer, 1024)
     prompt, chosen, _ = encoder.renderer.render_pair(examples[0])
-    monkeypatch.setattr(type(tokenizer), "__call__", counted)
+    calls = count_encoding(tokenizer, monkeypatch)
     pairs = encoder.encode_many(examples, Counter())
     monkeypatch.undo()
     texts = sum(len(p) + len(c) + len(r) for p, c, r in map(encoder.renderer.render_pair, examples))
-    assert sum(read) == texts  # each prompt once (it was prompt x 3 + completions)
+    # each prompt once (it was prompt x 3 + completions)
+    assert sum(len(text) for batch in calls for text in batch) == texts
     assert [pair.prompt_ids for pair in pairs] == [tokenizer(prompt).input_ids] * 20
     whole = tokenizer(prompt + chosen).input_ids
     assert pairs[0].chosen_ids == [*whole[len(pairs[0].prompt_ids) :], tokenizer.eos_token_id]

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from functools import partial
+from typing import Any
 
 import pytest
-from tiny import build_tokenizer
+from tiny import CORPUS, build_tokenizer, count_encoding
 
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError
@@ -510,16 +512,10 @@ def test_a_large_file_is_tokenized_in_batches_with_each_prompt_once(capsys, monk
     alone = PairTokenizer(tokenizer, 12, 6)
     counts: Counter[str] = Counter()
     expected = [alone.encode(example, counts) for example in data.examples]
-    calls = []
-    original = type(tokenizer).__call__
-
-    def counting(self, text, *args, **kwargs):
-        calls.append(len(text) if isinstance(text, list) else 1)
-        return original(self, text, *args, **kwargs)
-
-    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    batches = count_encoding(tokenizer, monkeypatch)
     result = tokenize_preferences(data, tokenizer, 12, 6, progress="tokenize train")
     assert result.pairs == expected and result.truncated == counts
+    calls = [len(texts) for texts in batches]
     assert calls[1:] == [3 * TOKENIZE_BATCH, 3 * (rows - TOKENIZE_BATCH)]  # [0]: the BOS probe
     assert counts["prompts"] > 0 and counts["chosen"] > 0
     assert "tokenize train: 100%" in capsys.readouterr().err
@@ -896,14 +892,7 @@ def test_rows_to_score_are_encoded_together_as_one_at_a_time(monkeypatch) -> Non
             alone.append(encoder.encode_scored(prompt, response, images, cut, args))
         except RowError as err:
             alone.append(err)
-    calls = []
-    original = type(tokenizer).__call__
-
-    def counting(self, text, *args, **kwargs):
-        calls.append(len(text) if isinstance(text, list) else 1)
-        return original(self, text, *args, **kwargs)
-
-    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    calls = count_encoding(tokenizer, monkeypatch)
     cuts = [Counter() for _ in items]
     together = encoder.encode_scored_many(items, cuts)
     assert len(calls) == 1  # one call for the five rendered rows
@@ -913,3 +902,172 @@ def test_rows_to_score_are_encoded_together_as_one_at_a_time(monkeypatch) -> Non
     assert [isinstance(r, RowError) for r in together] == [False, False, False, True, False, False]
     assert together[3].message == alone[3].message
     assert cuts == alone_cuts and cuts[4]["prompts"] == 1
+
+
+def _varied_examples(seed: int) -> list[PreferenceExample]:
+    """Rows of every kind a file may hold, seeded: text rows whose completions start with a
+    space or merge with the prompt's last word ("hello wo" + "rld"), chat rows with system
+    prompts, several turns and completions of several messages, lengths cut on both sides,
+    and a pair whose two sides are the same once cut (refused)."""
+    import random
+
+    draw = random.Random(seed)
+    words = " ".join(CORPUS[:8]).split()
+
+    def text(low: int, high: int) -> str:
+        return " ".join(draw.choice(words) for _ in range(draw.randint(low, high)))
+
+    examples = []
+    for i in range(90):
+        kind = i % 6
+        if kind == 0:
+            example = PreferenceExample(text(1, 30), " " + text(1, 20), " " + text(1, 20))
+        elif kind == 1:  # a token straddles prompt and completion
+            example = PreferenceExample(f"{text(0, 12)} hello wo", "rld " + text(0, 9), "rld")
+        elif kind == 2:
+            system = [{"role": "system", "content": text(1, 6)}] if i % 4 else []
+            example = PreferenceExample(
+                [*system, {"role": "user", "content": text(1, 25)}],
+                _assistant(text(1, 20)), _assistant(text(1, 20)),
+            )  # fmt: skip
+        elif kind == 3:  # several turns, and a completion that goes on after the reply
+            prompt = [
+                {"role": "user", "content": text(1, 8)},
+                {"role": "assistant", "content": text(1, 8)},
+                {"role": "user", "content": text(1, 8)},
+            ]
+            longer = [
+                {"role": "assistant", "content": text(1, 8)},
+                {"role": "user", "content": text(1, 4)},
+                {"role": "assistant", "content": text(1, 8)},
+            ]
+            example = PreferenceExample(prompt, longer, _assistant(text(1, 8)))
+        elif kind == 4:  # the same once cut: refused
+            same = text(30, 40)
+            example = PreferenceExample(text(1, 5), f" {same} yes", f" {same} no")
+        else:
+            example = PreferenceExample("\n".join([text(1, 9)] * 3) + "\n", text(1, 9), text(1, 9))
+        examples.append(replace(example, where=f"f: line {i + 1}"))
+    return examples
+
+
+@pytest.mark.parametrize("style", ["llama", "gpt2"])
+@pytest.mark.parametrize("assistant_only", [False, True])
+def test_a_batch_gives_the_ids_of_each_row_tokenized_alone(
+    style: str, assistant_only: bool, monkeypatch
+) -> None:
+    """Tokenizing batches (one call of the Rust backend a batch, the completions a token
+    straddles read together) gives, to the id, what the tokenizer's own call gave row by row:
+    each pair's ids and unscored spans, the truncation counts, the refused rows, the order."""
+    import directpo.tokenization as tokenization
+
+    tokenizer = build_tokenizer(style)
+    examples = _varied_examples(seed=len(style) + assistant_only)
+    limits = dict(max_length=40, max_prompt_length=16, assistant_only_loss=assistant_only)
+    result = tokenize_preferences(
+        PreferenceData(examples, "explicit", "f"), tokenizer, skip_invalid_rows=True, **limits
+    )
+    monkeypatch.setattr(tokenization, "direct_backend", lambda tokenizer: None, raising=False)
+    alone = PairTokenizer(tokenizer, 40, 16, assistant_only=assistant_only)
+    counts: Counter[str] = Counter()
+    expected, where, refused = [], [], Counter()
+    for example in examples:
+        cuts: Counter[str] = Counter()
+        [pair] = alone.encode_many([example], cuts)
+        counts.update(cuts)
+        if isinstance(pair, RowError):
+            refused[pair.reason] += 1
+        else:
+            expected.append(pair)
+            where.append(example.where)
+    assert list(result.pairs) == expected and result.sources == where
+    assert result.truncated == counts and result.skipped == refused
+    assert refused and counts["prompts"] and counts["chosen"] and counts["rejected"]
+    ids = partial(tokenizer, add_special_tokens=False)
+    assert all(  # (a token straddles: these completions are read alone)
+        ids(row.prompt + row.chosen).input_ids[: len(ids(row.prompt).input_ids)]
+        != ids(row.prompt).input_ids
+        for row in examples[1::6]
+    )
+    if assistant_only:
+        assert any(pair.unscored != ((), ()) for pair in expected)
+
+
+def test_completions_a_token_straddles_are_read_in_one_call_a_batch(monkeypatch) -> None:
+    """A text row whose completion starts without a space ("hello wo" + "rld") has its
+    completions tokenized alone (a token would cross the boundary). That was a tokenizer call
+    each (2 a row: a tenth of the calls and the time on such a file); now one a batch."""
+    from directpo.tokenization import TOKENIZE_BATCH
+
+    tokenizer = build_tokenizer("gpt2")
+    head = tokenizer("hello wo").input_ids
+    assert tokenizer("hello world").input_ids[: len(head)] != head  # (the token straddles)
+    rows = TOKENIZE_BATCH + 5
+    examples = [
+        PreferenceExample(f"{i} hello wo", "rld, this is a small corpus.", "rld.", f"f: line {i}")
+        for i in range(rows)
+    ]
+    alone = PairTokenizer(tokenizer, 64)
+    expected = [alone.encode(example, Counter()) for example in examples]
+    batches = count_encoding(tokenizer, monkeypatch)
+    result = tokenize_preferences(PreferenceData(examples, "explicit", "f"), tokenizer, 64)
+    calls = [len(texts) for texts in batches]
+    # [0]: the BOS probe; then each batch: its prompts and joints, then its completions alone
+    last = rows - TOKENIZE_BATCH
+    assert calls[1:] == [3 * TOKENIZE_BATCH, 2 * TOKENIZE_BATCH, 3 * last, 2 * last]
+    assert list(result.pairs) == expected
+    assert result.pairs[0].chosen_ids[:1] == tokenizer("rld").input_ids[:1]
+
+
+def test_the_direct_path_is_taken_only_where_it_gives_the_tokenizers_ids() -> None:
+    """The backend's batch encoder is used in place of the tokenizer's call only where the
+    call would give the same ids: not for a subclass that changes the call, a backend that
+    truncates or pads (the call turns that off), or special tokens split as text."""
+    from transformers import PreTrainedTokenizerFast
+
+    from directpo.tokenization import direct_backend
+
+    tokenizer = build_tokenizer("gpt2")
+    assert direct_backend(tokenizer) is not None
+
+    class Infilling(PreTrainedTokenizerFast):
+        def _encode_plus(self, *args, **kwargs):  # (Code Llama's rewrites its text)
+            return super()._encode_plus(*args, **kwargs)
+
+    assert direct_backend(Infilling(tokenizer_object=tokenizer.backend_tokenizer)) is None
+    text = "The movie was wonderful and the acting was great. " * 3
+    whole = tokenizer(text, add_special_tokens=False).input_ids
+    tokenizer.backend_tokenizer.enable_truncation(max_length=4)  # (a tokenizer.json's own)
+    assert direct_backend(tokenizer) is None
+    assert PairTokenizer(tokenizer, None).ids(text) == whole and len(whole) > 4
+    splitting = build_tokenizer("gpt2")
+    splitting.split_special_tokens = True
+    split = PairTokenizer(splitting, None).ids("<|im_start|>user")
+    assert split == splitting("<|im_start|>user", add_special_tokens=False).input_ids
+    assert len(split) > 2  # (the special token read as its characters)
+
+
+def test_a_rows_responses_to_score_render_its_prompt_once(monkeypatch) -> None:
+    """score and rank render a row's chat prompt once for all its responses, as training does
+    for a pair's two sides (it was rendered for each response: a rank row of 3 candidates, 3
+    times), with the ids of each response encoded on its own."""
+    from directpo.chat_render import ChatRenderer
+
+    tokenizer = build_tokenizer("llama")
+    encoder = PairTokenizer(tokenizer, 64)
+    prompt = [{"role": "system", "content": "Be brief."}, *USER]
+    other = [{"role": "user", "content": "hello world"}]
+    items = [(prompt, _assistant(text), None, None) for text in ("yes", "no", "maybe")]
+    items.append((other, _assistant("yes"), None, None))
+    alone = [encoder.encode_scored(*item) for item in items]
+    renders: list[Any] = []
+    render_prompt = ChatRenderer.render_prompt
+
+    def counted(self, prompt, template_args=None):
+        renders.append(prompt)
+        return render_prompt(self, prompt, template_args)
+
+    monkeypatch.setattr(ChatRenderer, "render_prompt", counted)
+    together = encoder.encode_scored_many(items, [Counter() for _ in items])
+    assert together == alone
+    assert renders == [prompt, other]  # (each row's prompt once)

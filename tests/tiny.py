@@ -197,3 +197,38 @@ def kept_when_interrupted(exit_code: int, stderr: str, out: Path, whole: list[di
         "continues from there"
     )
     return kept
+
+
+class CountedBackend:
+    """A fast tokenizer's Rust backend that records the texts of each call that encodes
+    (``batches``), whether the tokenizer's ``__call__`` or directpo's direct path made it."""
+
+    def __init__(self, backend: Tokenizer):
+        object.__setattr__(self, "backend", backend)
+        object.__setattr__(self, "batches", [])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:  # (the tokenizer sets the backend's)
+        setattr(self.backend, name, value)
+
+    def encode(self, text: str, *args: Any, **kwargs: Any) -> Any:
+        self.batches.append([text])
+        return self.backend.encode(text, *args, **kwargs)
+
+    def encode_batch(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        self.batches.append(list(texts))
+        return self.backend.encode_batch(texts, *args, **kwargs)
+
+    def encode_batch_fast(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        self.batches.append(list(texts))
+        return self.backend.encode_batch_fast(texts, *args, **kwargs)
+
+
+def count_encoding(tokenizer: PreTrainedTokenizerFast, monkeypatch: Any) -> list[list[str]]:
+    """The texts of each encoding call ``tokenizer`` makes from now on (a list filled as they
+    come; ``monkeypatch`` restores the backend)."""
+    counted = CountedBackend(tokenizer._tokenizer)
+    monkeypatch.setattr(tokenizer, "_tokenizer", counted)
+    return counted.batches

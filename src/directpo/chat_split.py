@@ -6,13 +6,12 @@ think block, tools the template does not write)."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from directpo.callers import Entry, caller, said, spell_value
-from directpo.messages import Messages, is_prefilled
+from directpo.messages import Messages, is_prefilled, shared_prefix_length
 from directpo.readers import RowError
 
 
@@ -22,7 +21,7 @@ def split_rendered(
     """(prompt text, completion text) of a conversational pair; ``render``: the row's chat
     template; ``prompt_text``: the prompt as generation renders it."""
     full_text = render(conversation(prompt, completion))
-    shared = len(os.path.commonprefix([prompt_text, full_text]))
+    shared = shared_prefix_length(prompt_text, full_text)
     require_reasoning(completion, full_text[shared:])
     if OPEN_THINKING.search(prompt_text) and not thinks(completion):
         raise RowError("reply without reasoning", no_reasoning())
@@ -189,7 +188,7 @@ def reasoning_dropped() -> str:
 def not_a_prefix(prompt_text: str, full_text: str) -> str:
     """Where a row's prompt, rendered for generation, and its whole conversation part, so that
     the template's branch that writes them differently can be found."""
-    shared = len(os.path.commonprefix([prompt_text, full_text]))
+    shared = shared_prefix_length(prompt_text, full_text)
     return (
         "the chat template does not render the prompt as a prefix of the whole conversation "
         f"(the prompt goes on {prompt_text[shared : shared + 40]!r} where the conversation "

@@ -20,7 +20,6 @@ into a one-line error naming the file and row.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from directpo.readers import RowError, kind_of
@@ -422,7 +421,7 @@ def _prompt_end(chosen: str, rejected: str) -> int:
     before such whitespace too, so prompt tokens + completion tokens = the whole text's tokens.
     Texts that share no whitespace boundary fall back to the start of the differing run of
     letters and digits ("Answer:" | "yes")."""
-    differ = len(os.path.commonprefix([chosen, rejected]))
+    differ = shared_prefix_length(chosen, rejected)
 
     def boundary(text: str, i: int) -> bool:  # whitespace at i, none before it
         return i < len(text) and text[i].isspace() and (i == 0 or not text[i - 1].isspace())
@@ -434,3 +433,21 @@ def _prompt_end(chosen: str, rejected: str) -> int:
     while cut > 0 and chosen[cut - 1].isalnum():
         cut -= 1
     return cut
+
+
+def shared_prefix_length(first: str, second: str) -> int:
+    """The length of the longest prefix two texts share (``os.path.commonprefix``'s, whose
+    loop over characters in Python took 11% of tokenizing chat rows: a rendered conversation
+    shares its whole prompt). Found by halving with slice comparisons, done in C."""
+    if second.startswith(first):
+        return len(first)
+    if first.startswith(second):
+        return len(second)
+    low, high = 0, min(len(first), len(second))  # first[:low] == second[:low]; high differs
+    while high - low > 1:
+        middle = (low + high) // 2
+        if first[low:middle] == second[low:middle]:
+            low = middle
+        else:
+            high = middle
+    return low

@@ -23,7 +23,9 @@ concatenation in their order, as TRL's ``get_dataset`` does, and takes its ``fra
 ``data_files``). Each source is read by readers.py / ``datasets`` as ``train_file`` or
 ``dataset_name`` would read it, and its rows are validated in its own layout, so an error names
 the source and its row; only the rows a weight keeps are validated (the handbook's trainer never
-sees the others), and the start line says how many were left out unchecked. Everything is a
+sees the others), and the start line says how many were left out unchecked. A source is read
+twice, once to count its rows and once for the rows its share keeps: only those are held (a 5%
+share of a 300k-row file held all 300k); once where a weight of 1 keeps every row. Everything is a
 function of the files and ``seed``: every process of a run, and a resumed run, has the same
 pairs in the same order.
 """
@@ -35,7 +37,7 @@ import glob
 import math
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -379,13 +381,14 @@ def load_mixture(
     layouts: list[str] = []
     refused: list[str] = []  # every source's problems, said together after the last
     seed = mixture.seed if mixture.shuffle else None  # (None: each source in its order)
-    counts = _fraction_counts(mixture.sources)
+    opened, counts = _fraction_counts(mixture.sources)
     for index, source in enumerate(mixture.sources):
         examples.append({})
         with collected(refused, DataError):
             data, total, order = _source_pairs(
-                source, seed, columns, skip_invalid_rows, counts[index] if counts else None
-            )
+                source, seed, columns, skip_invalid_rows,
+                counts[index] if counts else None, opened[index] if opened else None,
+            )  # fmt: skip
             kept += [(index, where) for where in order]
             examples[index] = {e.where: e for e in data.examples} if data else {}
             if data:
@@ -424,18 +427,22 @@ def load_mixture(
     return MixedData(pairs(train, "train"), pairs(test, "test") if test else None)
 
 
-def _fraction_counts(sources: tuple[Source, ...]) -> list[int] | None:
-    """Each source's rows kept by TRL's ``fraction``s (None: weights), from the sources' sizes:
-    they are read once to count them (TRL's get_dataset loads them all before choosing)."""
+def _fraction_counts(
+    sources: tuple[Source, ...],
+) -> tuple[list[SourceRows] | None, list[int] | None]:
+    """Each source opened (its rows counted) and its rows kept by TRL's ``fraction``s (None,
+    None: weights, each source opened as it is read): TRL's get_dataset loads them all before
+    choosing; here each is counted once, as it is read, and the count is kept."""
     if sources[0].fraction is None:
-        return None
-    sizes, refused = [], []
+        return None, None
+    opened, refused = [], []
     for source in sources:
         with collected(refused, DataError):
-            sizes.append(len(_source_rows(source)[0]))
+            opened.append(_opened(source))
     if refused:
         raise DataError("; ".join(hint_once(refused)))
-    return kept_counts([source.fraction or 0.0 for source in sources], sizes)
+    fractions = [source.fraction or 0.0 for source in sources]
+    return opened, kept_counts(fractions, [rows.size for rows in opened])
 
 
 def _source_pairs(
@@ -444,30 +451,44 @@ def _source_pairs(
     columns: Columns,
     skip_invalid_rows: bool,
     count: int | None = None,
+    opened: SourceRows | None = None,
 ) -> tuple[PreferenceData | None, int, list[str]]:
     """A source's kept rows validated (None: a weight that keeps none of a small source), its
     row count, and the kept rows' places in the mixture's order (shuffled by ``seed``; None:
-    the file's order). ``count``: the rows kept (TRL's fraction), else its weight's."""
+    the file's order). ``count``: the rows kept (TRL's fraction), else its weight's;
+    ``opened``: the source already opened (counted), else opened here. Only the
+    kept rows are held: a 300k-row source of which a weight keeps 5% held every row (2.7 GB
+    to keep 21k rows of two files); now it is read twice, to count its rows, then for those
+    the permutation of that count picks (the same rows, in the same order; a weight of 1:
+    once, every row held)."""
     if columns.system is not None and source.columns and columns.system not in source.columns:
         # kept out by the entry's columns, not missing from its file (which it was said to be)
         raise DataError(
             f"dataset_mixture: {source.label}: its columns ({', '.join(source.columns)}) "
             f"leave out system_column '{columns.system}'; add it to them"
         )
-    rows, names, base_dir = _source_rows(source)
-    order = list(range(len(rows))) if seed is None else _shuffled(len(rows), seed)
-    kept = order[: int(len(rows) * source.weight) if count is None else count]
+    opened = opened or _opened(source, hold=count is None and source.weight >= 1)
+    size = opened.size
+    order = list(range(size)) if seed is None else _shuffled(size, seed)
+    kept = order[: int(size * source.weight) if count is None else count]
     # validated in the file's order: its bad rows are said as they are written, first first
-    in_file = [rows[i] for i in sorted(kept)]
+    chosen = set(kept)
+    in_file = [row for index, row in enumerate(opened.read()) if index in chosen]
+    if len(in_file) != len(chosen):  # (a file written to while it is read)
+        raise DataError(
+            f"dataset_mixture: {source.label}: it changed while it was read ({size} rows, then "
+            f"{len(in_file)} of the kept ones)"
+        )
+    where = dict(zip(sorted(kept), (place for place, _ in in_file), strict=True))
     data = None
     if in_file:
         data = preferences_of_rows(
-            in_file, names, source.label, columns, skip_invalid_rows, base_dir
+            in_file, opened.names, source.label, columns, skip_invalid_rows, opened.base_dir
         )
         # what to drop tied rows from: a hub dataset's entry was told 'from the file'
         is_file = os.path.isfile(os.path.expanduser(source.id))
         data.source_kind = "file" if is_file else "files" if source.data_files else "hub"
-    return data, len(rows), [rows[i][0] for i in kept]
+    return data, size, [where[i] for i in kept]
 
 
 def _shuffled(count: int, seed: int) -> list[int]:
@@ -488,9 +509,19 @@ def _train_test_split(rows: list[Any], size: float | int, seed: int) -> tuple[li
     return [rows[i] for i in order[test:]], [rows[i] for i in order[:test]]
 
 
-def _source_rows(source: Source) -> tuple[list[tuple[str, Any]], list[str] | None, str | None]:
-    """A source's rows as (where, row or RowError), restricted to its columns; its column names
-    when the format declares them; the folder its image paths are relative to."""
+@dataclass
+class SourceRows:
+    """A source opened: its rows counted, never held (each pass reads them afresh)."""
+
+    read: Callable[[], Iterable[tuple[str, Any]]]  # its rows as (where, row or RowError)
+    names: list[str] | None  # its column names, when the format declares them
+    base_dir: str | None  # the folder its image paths are relative to
+    size: int
+
+
+def _opened(source: Source, hold: bool = False) -> SourceRows:
+    """A source's rows, restricted to its columns (its checks made in one pass that counts
+    them). ``hold``: every row is kept (a weight of 1): held from that pass, not read again."""
     label = f"dataset_mixture: {source.label}"
     path = os.path.expanduser(source.id)
     base_dir = None
@@ -502,8 +533,8 @@ def _source_rows(source: Source) -> tuple[list[tuple[str, Any]], list[str] | Non
                 f"{label}: a file holds one split (train) and no configurations; remove "
                 f"{given}, or list each file as its own source"
             )
-        rows, names = open_rows(path, source.label)
         base_dir = os.path.dirname(os.path.abspath(path))
+        opened: Any = path
     elif _missing(source.id):
         raise DataError(f"{label}: no such file or folder")
     else:
@@ -516,26 +547,41 @@ def _source_rows(source: Source) -> tuple[list[tuple[str, Any]], list[str] | Non
             raise DataError(
                 f"{label}: no split '{source.split}' (it has {', '.join(splits)}); set split"
             )
-        rows, names = open_rows(picked, source.label)
-    rows = list(rows)
-    if not rows:
+        opened = picked
+
+    first, names = open_rows(opened, source.label, lazy=True)
+    held: list[tuple[str, Any]] | None = [] if hold else None
+    size = 0
+    keys: dict[str, None] = {}  # (a JSON Lines file's columns: its rows' keys)
+    for item in first:
+        size += 1
+        if held is not None:
+            held.append(item)
+        if names is None and source.columns is not None and isinstance(item[1], dict):
+            keys.update(dict.fromkeys(item[1]))
+
+    def rows() -> Iterable[tuple[str, Any]]:
+        return held if held is not None else open_rows(opened, source.label, lazy=True)[0]
+
+    if not size:
         raise DataError(f"{label}: no rows")
     if source.columns is None:
-        return rows, names, base_dir
+        return SourceRows(rows, names, base_dir, size)
     # a JSON Lines file declares no columns: its rows' keys are its columns (a misspelt entry
     # column was dropped from every row, and the file was said to lack the one it misspelt)
-    present = names or list(
-        dict.fromkeys(k for _, row in rows if isinstance(row, dict) for k in row)
-    )
+    present = names or list(keys)
     missing = [c for c in source.columns if c not in present]
     if missing:
         raise DataError(
             f"{label}: column '{missing[0]}' not found (columns: {', '.join(present)}); "
             "fix the source's columns"
         )
-    if names is not None:
-        names = list(source.columns)
-    return [(where, _select(row, source.columns)) for where, row in rows], names, base_dir
+    columns = source.columns
+
+    def selected() -> Iterable[tuple[str, Any]]:
+        return ((where, _select(row, columns)) for where, row in rows())
+
+    return SourceRows(selected, None if names is None else list(columns), base_dir, size)
 
 
 def _select(row: Any, columns: tuple[str, ...]) -> Any:

@@ -196,21 +196,32 @@ class PairTokenizer:
         """The prompt's raw ids and each completion's ids as they follow it (EOS-terminated),
         from one tokenizer call."""
         ((head, joints),) = self._joints([(prompt_text, completion_texts)])
-        completions = [
-            self._with_eos(self._tail(head, joint, text))
-            for joint, text in zip(joints, completion_texts, strict=True)
-        ]
-        return head, completions
+        ((*tails,),) = self._tails([(head, joints, completion_texts)])
+        return head, [self._with_eos(tail) for tail in tails]
 
-    def _tail(self, head: list[int], joint: list[int], completion_text: str) -> list[int]:
-        """The completion's ids in ``joint`` (its prompt's ids ``head`` + its own), when the
-        prompt's tokens came out unchanged there; else the completion tokenized on its own (a
-        token would straddle the boundary). A SentencePiece-style tokenizer (Llama 2, Mistral
-        v0.1) marks the start of a text: alone, " Paris" would become "▁" + "▁Paris", a token
-        pair the model never produces after "Answer:"."""
-        if len(joint) > len(head) and joint[: len(head)] == head:
-            return joint[len(head) :]
-        return self.ids(completion_text)
+    def _tails(
+        self, rows: Sequence[tuple[list[int], Sequence[list[int]], Sequence[str]]]
+    ) -> list[list[list[int]]]:
+        """For each (prompt ids ``head``, ``joints``, completion texts): each completion's ids
+        in its joint (``head`` + its own), when the prompt's tokens came out unchanged there;
+        else the completion tokenized on its own (a token would straddle the boundary). A
+        SentencePiece-style tokenizer (Llama 2, Mistral v0.1) marks the start of a text: alone,
+        " Paris" would become "▁" + "▁Paris", a token pair the model never produces after
+        "Answer:". The completions read alone are tokenized together, in one call (a call each
+        was a tenth of the calls, and of the time, on text rows whose completions start without
+        a space: the prompt's last word and the completion's first merge)."""
+        tails: list[list[Any]] = [
+            [joint[len(head) :] if _follows(head, joint) else None for joint in joints]
+            for head, joints, _ in rows
+        ]
+        alone = [
+            (row, n) for row, ids in enumerate(tails) for n, tail in enumerate(ids) if tail is None
+        ]
+        if alone:  # (no call at all where none is)
+            redone = self._ids_many([rows[row][2][n] for row, n in alone])
+            for (row, n), ids in zip(alone, redone, strict=True):
+                tails[row][n] = ids
+        return tails
 
     def refuse_vision(self, ids: list[int], column: str) -> None:
         if self.vision is not None:
@@ -244,6 +255,9 @@ class PairTokenizer:
         # one call for many texts: a fast tokenizer encodes a batch on all cores, in Rust
         if not texts:
             return []
+        backend = direct_backend(self.tokenizer)
+        if backend is not None:
+            return [encoding.ids for encoding in backend(texts, add_special_tokens=False)]
         # (lists while a batch is worked on; a file's pairs are held in a PairStore)
         return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
 
@@ -262,7 +276,13 @@ class PairTokenizer:
         rendered = [self.renderer.render_pair(example) for example in examples]
         pairs = [item for item in rendered if isinstance(item, tuple)]
         texts = [(item[0], [c for c in item[1:] if isinstance(c, str)]) for item in pairs]
-        joints = iter(self._joints(texts))
+        joints = self._joints(texts)
+        tails = iter(
+            self._tails(
+                [(head, ends, text[1]) for (head, ends), text in zip(joints, texts, strict=True)]
+            )
+        )
+        heads = iter([head for head, _ in joints])
         results: list[TokenizedPair | RowError] = []
         for example, item in zip(examples, rendered, strict=True):
             # a refused row's cuts are not counted: the summary and the warning on completions
@@ -276,13 +296,8 @@ class PairTokenizer:
                 elif isinstance(item, RowError):
                     results.append(item)
                 else:
-                    prompt_ids, (chosen_joint, *rejected_joint) = next(joints)
-                    chosen_ids = self._tail(prompt_ids, chosen_joint, item[1])
-                    rejected_ids = (
-                        item[2]
-                        if isinstance(item[2], RowError)
-                        else self._tail(prompt_ids, rejected_joint[0], item[2])
-                    )
+                    prompt_ids, (chosen_ids, *rejected_tail) = next(heads), next(tails)
+                    rejected_ids = item[2] if isinstance(item[2], RowError) else rejected_tail[0]
                     self.refuse_vision(chosen_ids, "chosen")
                     if not isinstance(rejected_ids, RowError):
                         self.refuse_vision(rejected_ids, "rejected")
@@ -380,6 +395,7 @@ class PairTokenizer:
         row took 1-3 ms of a small tokenizer's time, most of a 60k-row file's check)."""
         results: list[Any] = [None] * len(items)
         rendered: dict[int, tuple[str, str]] = {}
+        last: tuple[Any, Any, str] | None = None  # (prompt, template arguments, prompt text)
         for index, (prompt, response, images, template_args) in enumerate(items):
             try:
                 if images:  # (the processor encodes a prompt with its images: one at a time)
@@ -387,7 +403,12 @@ class PairTokenizer:
                         prompt, response, images, truncated[index], template_args
                     )
                 else:
-                    rendered[index] = self.renderer.render(prompt, response, template_args)
+                    # a row's responses follow its prompt (the same object): rendered once, as
+                    # a training pair's is for both sides (it was rendered for each response)
+                    same = last is not None and last[0] is prompt and last[1] is template_args
+                    known = last[2] if same and last is not None else None
+                    texts = self.renderer.render(prompt, response, template_args, known)
+                    rendered[index], last = texts, (prompt, template_args, texts[0])
             except RowError as err:
                 results[index] = err
         # a row's responses after the same prompt text (a pair's two): the prompt read once
@@ -397,19 +418,23 @@ class PairTokenizer:
                 groups[-1][1].append(index)
             else:
                 groups.append((prompt_text, [index]))
-        joints = self._joints([(text, [rendered[i][1] for i in group]) for text, group in groups])
+        opened = [(text, [rendered[i][1] for i in group]) for text, group in groups]
+        joints = self._joints(opened)
+        tails = self._tails(
+            [(head, ends, texts) for (head, ends), (_, texts) in zip(joints, opened, strict=True)]
+        )
         tokenized = [
-            (index, list(head), joint)  # (each its own list, as one at a time gave)
-            for (_, group), (head, group_joints) in zip(groups, joints, strict=True)
-            for index, joint in zip(group, group_joints, strict=True)
+            (index, list(head), tail)  # (each its own list, as one at a time gave)
+            for (_, group), (head, _), group_tails in zip(groups, joints, tails, strict=True)
+            for index, tail in zip(group, group_tails, strict=True)
         ]
-        for index, head, joint in tokenized:
+        for index, head, tail in tokenized:
             prompt, response, _, template_args = items[index]
             texts = rendered[index]
             try:
                 cut = truncated[index]
                 ids, response_ids, spans = self._scored(
-                    prompt, response, template_args, texts, head, joint, cut
+                    prompt, response, template_args, texts, head, tail, cut
                 )
                 results[index] = ids, response_ids, None, spans
             except RowError as err:
@@ -436,7 +461,8 @@ class PairTokenizer:
         """``encode_response``'s ids, and the response's unscored spans (``assistant_only``)."""
         texts = self.renderer.render(prompt, response, template_args)
         ((head, (joint,)),) = self._joints([(texts[0], [texts[1]])])
-        return self._scored(prompt, response, template_args, texts, head, joint, truncated)
+        ((raw,),) = self._tails([(head, [joint], [texts[1]])])
+        return self._scored(prompt, response, template_args, texts, head, raw, truncated)
 
     def _scored(
         self,
@@ -445,12 +471,11 @@ class PairTokenizer:
         template_args: dict[str, Any] | None,
         texts: tuple[str, str],
         head: list[int],
-        joint: list[int],
+        raw: list[int],
         truncated: Counter[str],
     ) -> tuple[list[int], list[int], Spans]:
         """``_response``'s result from the rendered (prompt, response) ``texts`` and their ids
-        (the prompt's, and prompt + response's)."""
-        raw = self._tail(head, joint, texts[1])
+        (the prompt's, and the response's after it: ``_tails``)."""
         self.refuse_vision(raw, "response")
         (spans,) = self._unscored(prompt, [response], template_args, list(texts), head, [raw])
         prompt_ids = self.limits.truncate_prompt(self._with_bos(head), truncated)
@@ -458,6 +483,43 @@ class PairTokenizer:
             self._with_eos(list(raw)), len(prompt_ids), "responses", truncated
         )
         return prompt_ids, response_ids, kept_spans(spans, len(raw), len(response_ids))
+
+
+def _follows(head: list[int], joint: list[int]) -> bool:
+    """Whether ``joint`` (a prompt + completion's ids) starts with the prompt's own ids."""
+    return len(joint) > len(head) and joint[: len(head)] == head
+
+
+# the methods between a fast tokenizer's __call__ and its Rust backend's encode_batch
+_CALL_PATH = ("__call__", "_call_one", "encode_plus", "batch_encode_plus", "_encode_plus",
+              "_batch_encode_plus", "_switch_to_input_mode")  # fmt: skip
+
+
+def direct_backend(tokenizer: Any) -> Any:
+    """The Rust backend's batch encoder (``encode_batch_fast``: no character offsets) where it
+    gives the ids ``tokenizer(texts, add_special_tokens=False)`` gives, else None. That call
+    spent a third of its time on what ids do not need: offsets, attention masks, a
+    BatchEncoding. It is the backend's ``encode_batch`` when the tokenizer is the library's own
+    fast class (a subclass overriding no method on the way: Code Llama's infilling does), its
+    backend sets no truncation or padding (the call turns them off) and splits special tokens
+    as the tokenizer says (the call sets that too); a tokenizer that is not, the call."""
+    try:
+        from transformers import PreTrainedTokenizerFast
+    except ImportError:  # (a tokenizer of another library)
+        return None
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        return None
+    kind = type(tokenizer)
+    for name in _CALL_PATH:
+        if getattr(kind, name, None) is not getattr(PreTrainedTokenizerFast, name, None):
+            return None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or backend.truncation is not None or backend.padding is not None:
+        return None
+    split = getattr(tokenizer, "split_special_tokens", False)
+    if getattr(backend, "encode_special_tokens", False) != split:
+        return None
+    return getattr(backend, "encode_batch_fast", None) or backend.encode_batch
 
 
 TOKENIZE_BATCH = 128  # pairs per tokenizer call (more holds more of its output at once)
