@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from directpo.callers import spell_setting
+from directpo.callers import spell_option, spell_setting
 from directpo.data import iter_rows
 from directpo.data_sources import is_path_list, no_rows, source_label
 from directpo.errors import ConfigError, DataError
@@ -476,7 +476,9 @@ def unread_system_note(
         return None
     return (
         f"column '{name}' is not read: {counted(rows, 'row')} {'goes' if rows == 1 else 'go'} "
-        f"without the system prompt it holds (--system_column {name} makes it their system turn)"
+        # (--system_column was said to score_file / generate_file built in Python too)
+        f"without the system prompt it holds ({spell_option('system_column', name)} makes it "
+        "their system turn)"
     )
 
 
