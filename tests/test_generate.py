@@ -467,6 +467,17 @@ def test_completions_that_drew_special_tokens_are_said(model, tmp_path, capsys, 
     kept = [*args[:6], str(tmp_path / "kept.jsonl"), *args[7:], "--keep_special_tokens"]
     assert main(kept) == 0
     assert "special tokens" not in capsys.readouterr().out  # (none dropped)
+    assert "(--keep_special_tokens writes them)" in said
+    # generate_file with options built in Python was told the flag: its keyword now
+    from directpo.command_options import GenerateOptions
+
+    drawn = iter([word + [start] + word, word + [eos], [start, eos], word])
+    lines: list[str] = []
+    generate_files.generate_file(
+        GenerateOptions(model_name_or_path=str(model), input=str(data), max_new_tokens=3,
+                        num_return_sequences=2, output=str(tmp_path / "py.jsonl")), lines.append,
+    )  # fmt: skip
+    assert any(line.endswith("(keep_special_tokens=True writes them)") for line in lines), lines
 
 
 def test_keep_special_tokens_writes_those_drawn_mid_reply(model) -> None:
