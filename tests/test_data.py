@@ -1562,6 +1562,27 @@ def test_a_one_row_jsonl_of_other_column_names_listing_prompts_is_a_row(tmp_path
     assert list(read_back) == [("row 1", {"prompt": "x"})]
 
 
+def test_a_one_row_jsonl_longer_than_a_read_is_its_row(tmp_path, monkeypatch) -> None:
+    """A file of one row whose line is longer than a read (JSON_CHUNK, 1 MiB: an image's bytes
+    inline, a long tool) was taken for a pretty-printed document, and its one list of objects
+    for the rows: each image a row ("missing field 'prompt'"). It is the row; a long one-line
+    {"data": [rows]} is still its rows, and long lines one after another rows each."""
+    from directpo import json_files
+
+    monkeypatch.setattr(json_files, "JSON_CHUNK", 256)
+    image = {"bytes": "iVBORw0KGgo" * 100, "path": None}
+    row = {"prompt": "Describe <image>", "chosen": " a cat", "rejected": " a dog"}
+    tool = {"type": "function", "function": {"name": "f", "description": "d" * 1000}}
+    for extra in ({"images": [image]}, {"tools": [tool]}):
+        path = write_jsonl(tmp_path / "one.jsonl", [{**row, **extra}])
+        read, _ = open_rows(str(path), "one.jsonl")
+        assert list(read) == [("line 1", {**row, **extra})]
+    path = write_jsonl(tmp_path / "two.jsonl", [{**row, "images": [image]}] * 2)
+    assert [where for where, _ in open_rows(str(path), "two.jsonl")[0]] == ["line 1", "line 2"]
+    (tmp_path / "data.jsonl").write_text(json.dumps({"data": [row] * 20}) + "\n")
+    assert [r for _, r in open_rows(str(tmp_path / "data.jsonl"), "data.jsonl")[0]] == [row] * 20
+
+
 def test_a_jsonl_object_holding_the_rows_is_read_whole_once(tmp_path, monkeypatch) -> None:
     """{"data": [rows]} saved as .jsonl was read whole twice, on one line or pretty-printed
     with a row a line: once to tell it is one JSON document, again for its rows (a file of

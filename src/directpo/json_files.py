@@ -102,14 +102,22 @@ def json_document(path: str) -> dict[str, Any] | None:
         first = next(lines, "")
         data = json_or_none(first)
         one_line = isinstance(data, dict)
-        if one_line:
-            if next(lines, None) is not None:  # JSON Lines: a row a line
-                return None
-        elif first.lstrip(JSON_SPACE)[:1] != "{" or os.path.getsize(path) > DOCUMENT_READ_LIMIT:
+        # a first line longer than a chunk (a row holding an image's bytes, a long tool): it was
+        # taken for a pretty-printed object's, so a file of one such row was read as the rows
+        # of its one list of objects (each image a row: "missing field 'prompt'"), and a JSON
+        # Lines file's first long line had the whole file read to tell it is not one document
+        long_line = not first.endswith("\n") and first.lstrip(JSON_SPACE)[:1] == "{"
+        if not one_line and long_line:
+            while (more := handle.readline(JSON_CHUNK)) and not more.endswith("\n"):
+                pass  # (its end, not the whole line held)
+        if (one_line or long_line) and next(lines, None) is not None:  # JSON Lines: a row a line
             return None
-        else:  # (a pretty-printed object: its first line alone is no JSON)
+        if not one_line:  # (a pretty-printed object, or one long line: no JSON in one chunk)
+            if first.lstrip(JSON_SPACE)[:1] != "{" or os.path.getsize(path) > DOCUMENT_READ_LIMIT:
+                return None
             handle.seek(0)
             data = json_or_none(handle.read())
+            one_line = long_line
     if not isinstance(data, dict):
         return None
     if one_line and list(data.values()) == [[]] and not any(word in data for word in ROW_WORDS):
