@@ -1015,3 +1015,44 @@ def test_what_lowers_a_steps_memory_is_said_as_each_caller_sets_options() -> Non
             lora = said.split(", ")[-2]  # (lora_r: 16, --lora_r 16, lora_r=16)
             stopped = setup_out_of_memory(RuntimeError("CUDA error: out of memory"), config)
             assert f"train LoRA adapters ({lora}; load_in_4bit on a GPU)" in str(stopped)
+
+
+def test_a_step_out_of_memory_and_a_nondeterministic_op_are_said_as_each_caller_sets_options():
+    """A step out of memory said 'auto_find_batch_size: true does it' (a recipe's key) beside
+    '--gradient_checkpointing' or 'gradient_checkpointing=True'; an op full_determinism has no
+    kernel for said 'set full_determinism: false' to every caller."""
+    import types
+
+    from directpo.distributed import SINGLE_PROCESS
+    from directpo.errors import TrainingStopped
+    from directpo.failures import explain_failures
+
+    config = DPOConfig(model_name_or_path="m")
+    run = types.SimpleNamespace(
+        config=config, start_step=0, eval_float32=False, policy=object(), world=SINGLE_PROCESS
+    )
+    for spelling, auto, determinism in (
+        (Spelling.RECIPE, "auto_find_batch_size: true", "set full_determinism: false"),
+        (Spelling.FLAGS, "--auto_find_batch_size", "give --full_determinism false"),
+        (Spelling.PYTHON, "auto_find_batch_size=True", "pass full_determinism=False"),
+    ):  # fmt: skip
+        with called_by(Caller(spelling, Entry.TRAIN)):
+            said = []
+            for error in (
+                RuntimeError("CUDA error: out of memory"),
+                RuntimeError("index_add_cuda_ does not have a deterministic implementation"),
+            ):
+                with pytest.raises(TrainingStopped) as stopped, explain_failures(run):
+                    raise error
+                said.append(str(stopped.value))
+        assert said[0].startswith(
+            "out of GPU memory at step 1: lower per_device_train_batch_size (raise "
+            f"gradient_accumulation_steps to keep the batch; {auto} does it), "
+            + determinism.split(" ")[0]  # (set, give, pass)
+            + " "
+            + auto.replace("auto_find_batch_size", "gradient_checkpointing")
+        ), said[0]
+        assert said[1] == (
+            "step 1: full_determinism: index_add_cuda_ has no deterministic implementation on "
+            f"this device (torch.use_deterministic_algorithms); {determinism}"
+        )

@@ -66,6 +66,19 @@ def test_what_another_tools_flag_means_is_said_on_its_own_line(tmp_path, capsys)
     assert sum("directpo's --dtype" in line for line in lines) == 1
 
 
+def test_two_other_tools_flags_named_on_one_line_are_said_in_one_note(tmp_path, capsys) -> None:
+    """'--top_k 5 ... --temperature 0' ended '... above 0 (--top_k is directpo's
+    --generate_top_k) (--temperature is directpo's --generate_temperature)': two notes glued."""
+    args = ["train", "--model_name_or_path", "m", "--eval_generate", "2", "--top_k", "5",
+            "--temperature", "0"]  # fmt: skip
+    assert main(args) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "only shapes" in line]
+    assert line.endswith(
+        "give --temperature above 0 (--top_k is directpo's --generate_top_k; --temperature is "
+        "directpo's --generate_temperature)"
+    ), line
+
+
 HOME = os.path.expanduser("~")
 
 

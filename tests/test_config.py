@@ -763,8 +763,15 @@ def test_sampling_only_options_beside_greedy_decoding_are_refused() -> None:
         DPOConfig(**base, generate_min_p=0.1)
     with pytest.raises(ConfigError, match=r"generate_top_p=0.9 and generate_top_k=4 only shape"):
         DPOConfig(**base, generate_top_p=0.9, generate_top_k=4)
-    with pytest.raises(ConfigError, match=r"^min_p \(directpo: generate_min_p\)=0.1 only shapes"):
+    # (each keyword with its value, then directpo's name: "min_p (directpo: generate_min_p)=0.1"
+    # read as no keyword of either name)
+    with pytest.raises(ConfigError) as refused:
         DPOConfig(model_name_or_path="m", eval_generate=2, temperature=0, min_p=0.1)
+    assert str(refused.value) == (
+        "min_p=0.1 (directpo: generate_min_p) only shapes sampling, but temperature=0 (directpo: "
+        "generate_temperature) (greedy decoding takes the most likely token); drop it or pass "
+        "generate_temperature=... above 0"
+    )
     DPOConfig(**{**base, "generate_temperature": 0.7}, generate_min_p=0.1, generate_top_k=4)
 
 

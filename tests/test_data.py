@@ -1541,6 +1541,48 @@ def test_a_json_object_holding_the_rows_saved_as_jsonl_is_read_as_its_rows(tmp_p
     assert len(load_preferences(str(write_jsonl(tmp_path / "e.jsonl", [row])))) == 1
 
 
+def test_a_one_row_jsonl_of_other_column_names_listing_prompts_is_a_row(tmp_path) -> None:
+    """A file of one pair whose columns are named otherwise (prompt_column: question, ...) and
+    whose extra column 'data' lists objects with a prompt was read as that list's rows
+    ("column 'good' not found (columns: prompt)"); it is the one row it is. {"data": []} saved
+    as .jsonl said "column 'chosen' not found (columns: data)"; now "no rows", as the .json
+    file of that shape says."""
+    columns = Columns(prompt="question", chosen="good", rejected="bad")
+    row = {"question": "Q", "good": " a", "bad": " b", "data": [{"prompt": "x", "n": 1}]}
+    read = load_preferences(str(write_jsonl(tmp_path / "one.jsonl", [row])), columns)
+    assert [(e.prompt, e.chosen, e.rejected) for e in read.examples] == [("Q", " a", " b")]
+    for name in ("empty.jsonl", "empty.json"):
+        (tmp_path / name).write_text(json.dumps({"data": []}) + "\n")
+        with pytest.raises(DataError) as error:
+            load_preferences(str(tmp_path / name), name=name)
+        assert str(error.value) == f"{name}: no rows"
+    # a prompts document with one text of its own is still its rows
+    (tmp_path / "p.jsonl").write_text(json.dumps({"version": "2", "data": [{"prompt": "x"}]}))
+    read_back, _ = open_rows(str(tmp_path / "p.jsonl"), "p.jsonl")
+    assert list(read_back) == [("row 1", {"prompt": "x"})]
+
+
+def test_a_one_row_jsonl_longer_than_a_read_is_its_row(tmp_path, monkeypatch) -> None:
+    """A file of one row whose line is longer than a read (JSON_CHUNK, 1 MiB: an image's bytes
+    inline, a long tool) was taken for a pretty-printed document, and its one list of objects
+    for the rows: each image a row ("missing field 'prompt'"). It is the row; a long one-line
+    {"data": [rows]} is still its rows, and long lines one after another rows each."""
+    from directpo import json_files
+
+    monkeypatch.setattr(json_files, "JSON_CHUNK", 256)
+    image = {"bytes": "iVBORw0KGgo" * 100, "path": None}
+    row = {"prompt": "Describe <image>", "chosen": " a cat", "rejected": " a dog"}
+    tool = {"type": "function", "function": {"name": "f", "description": "d" * 1000}}
+    for extra in ({"images": [image]}, {"tools": [tool]}):
+        path = write_jsonl(tmp_path / "one.jsonl", [{**row, **extra}])
+        read, _ = open_rows(str(path), "one.jsonl")
+        assert list(read) == [("line 1", {**row, **extra})]
+    path = write_jsonl(tmp_path / "two.jsonl", [{**row, "images": [image]}] * 2)
+    assert [where for where, _ in open_rows(str(path), "two.jsonl")[0]] == ["line 1", "line 2"]
+    (tmp_path / "data.jsonl").write_text(json.dumps({"data": [row] * 20}) + "\n")
+    assert [r for _, r in open_rows(str(tmp_path / "data.jsonl"), "data.jsonl")[0]] == [row] * 20
+
+
 def test_a_jsonl_object_holding_the_rows_is_read_whole_once(tmp_path, monkeypatch) -> None:
     """{"data": [rows]} saved as .jsonl was read whole twice, on one line or pretty-printed
     with a row a line: once to tell it is one JSON document, again for its rows (a file of

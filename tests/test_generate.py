@@ -368,6 +368,29 @@ def test_an_unread_system_column_is_said_by_generate_and_score(model, tmp_path, 
     scored = [*common, "--ref_model_name_or_path", str(model), "--beta", "0.1"]
     assert main(["score", *scored, "--output", str(tmp_path / "s.jsonl")]) == 0
     assert said in capsys.readouterr().out
+    # generate_file / score_file with options built in Python were told the flag: the keyword
+    from directpo.command_options import GenerateOptions, ScoreOptions
+    from directpo.reward_files import score_file
+
+    keyword = said.replace("--system_column System", "system_column='System'").rstrip("\n")
+    lines: list[str] = []
+    generate_files.generate_file(
+        GenerateOptions(model_name_or_path=str(model), input=str(data), max_new_tokens=1,
+                        output=str(tmp_path / "p.jsonl")), lines.append,
+    )  # fmt: skip
+    score_file(
+        ScoreOptions(model_name_or_path=str(model), ref_model_name_or_path=str(model), beta=0.1,
+                     input=str(data), output=str(tmp_path / "ps.jsonl")), lines.append,
+    )  # fmt: skip
+    assert lines.count(keyword) == 2, lines
+    # and a row holding the column generate writes, told the keyword that names another
+    taken = write_jsonl(tmp_path / "taken.jsonl", [{"prompt": "Hi", "completions": []}])
+    with pytest.raises(DataError) as error:
+        generate_files.generate_file(
+            GenerateOptions(model_name_or_path=str(model), input=str(taken),
+                            output=str(tmp_path / "t.jsonl")), lines.append,
+        )  # fmt: skip
+    assert str(error.value).endswith("name another with completions_column=...")
 
 
 def test_a_vlm_never_samples_its_image_token_so_its_samples_can_be_scored() -> None:
@@ -444,6 +467,17 @@ def test_completions_that_drew_special_tokens_are_said(model, tmp_path, capsys, 
     kept = [*args[:6], str(tmp_path / "kept.jsonl"), *args[7:], "--keep_special_tokens"]
     assert main(kept) == 0
     assert "special tokens" not in capsys.readouterr().out  # (none dropped)
+    assert "(--keep_special_tokens writes them)" in said
+    # generate_file with options built in Python was told the flag: its keyword now
+    from directpo.command_options import GenerateOptions
+
+    drawn = iter([word + [start] + word, word + [eos], [start, eos], word])
+    lines: list[str] = []
+    generate_files.generate_file(
+        GenerateOptions(model_name_or_path=str(model), input=str(data), max_new_tokens=3,
+                        num_return_sequences=2, output=str(tmp_path / "py.jsonl")), lines.append,
+    )  # fmt: skip
+    assert any(line.endswith("(keep_special_tokens=True writes them)") for line in lines), lines
 
 
 def test_keep_special_tokens_writes_those_drawn_mid_reply(model) -> None:

@@ -260,7 +260,7 @@ def test_precision_options_and_trl_spellings() -> None:
     ]  # fmt: skip
     # bf16: true made dtype: float16 bfloat16 silently; ModelConfig's auto and float32 mean it
     with pytest.raises(
-        ConfigError, match=r"^torch_dtype \(directpo: dtype\)='float16' with bf16=True: float16 is"
+        ConfigError, match=r"^torch_dtype='float16' \(directpo: dtype\) with bf16=True: float16 is"
     ):
         DPOConfig(bf16=True, torch_dtype="float16")
     assert DPOConfig(bf16=True, dtype="auto").dtype == "bfloat16"

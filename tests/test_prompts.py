@@ -129,3 +129,38 @@ def test_a_prompt_files_rows_held_by_one_json_object_are_read_as_its_rows(tmp_pa
     turn = [{"role": "user", "content": "a"}]
     path = write_jsonl(tmp_path / "tools.jsonl", [{"prompt": turn, "tools": [tool]}])
     assert len(load(str(path))[0]) == 1
+
+
+def test_rows_refused_while_a_batch_waits_are_held_a_batch_at_most(tmp_path, monkeypatch):
+    """Rows ``parse`` refuses after a row waiting for ``check_many`` were held until its batch
+    was checked: a good first row, then a million refused ones (a wrong prompt_column's),
+    held every refusal to the file's end. At most a batch's are held now, and every refusal
+    is said in the file's order, as rows checked one at a time say them."""
+    from directpo import prompts
+
+    lengths: list[int] = []
+
+    class Watched(prompts._InOrder):
+        def add(self, where: str, problem: str) -> None:
+            super().add(where, problem)
+            lengths.append(len(self.held))
+
+    def parse(where, row):
+        if "prompt" not in row:
+            raise DataError(f"{where}: missing field 'prompt'")
+        return row["prompt"]
+
+    def check_many(items):
+        return [None if prompt != "refused" else "the template refused it" for _, prompt in items]
+
+    rows = [{"prompt": "ok"}, *[{"text": "x"}] * 40, {"prompt": "refused"}, *[{"text": "x"}] * 40]
+    data = str(write_jsonl(tmp_path / "p.jsonl", rows))
+    monkeypatch.setattr(prompts, "_InOrder", Watched)
+    said = []
+    for together in (8, 1):
+        monkeypatch.setattr(prompts, "CHECKED_TOGETHER", together)
+        with pytest.raises(DataError) as refused:
+            prompts.check_every_row(data, parse, check_many=check_many)
+        said.append(str(refused.value))
+    assert said[0] == said[1] and "line 42: the template refused it" in said[0]
+    assert max(lengths) <= 8

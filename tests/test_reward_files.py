@@ -438,6 +438,12 @@ def test_score_out_of_memory_is_one_line_naming_the_rows_kept(
     monkeypatch.setattr(ImplicitReward, "score_ids", real)
     assert main([*args, "--batch_size", "1"]) == 0
     assert f"({written} of them from an earlier run that stopped)" in capsys.readouterr().out
+    # score_file with options built in Python was told the flag, --batch_size: its keyword now
+    calls.clear()
+    monkeypatch.setattr(ImplicitReward, "score_ids", score_ids)
+    with pytest.raises(ConfigError) as error:
+        score_file(options(ScoreOptions, models, data, tmp_path / "py.jsonl", batch_size=2), quiet)
+    assert str(error.value).startswith("batch_size: out of memory after 2 rows; lower batch_size (")
 
 
 def test_an_empty_system_column_scores_without_the_runs_system_turn(models, tmp_path):

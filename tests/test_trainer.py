@@ -1222,7 +1222,7 @@ def test_an_op_full_determinism_refuses_stops_the_run_in_one_line(
         train(config, echo=quiet)
     assert str(stopped.value) == (
         "step 1: full_determinism: index_add_cuda_ has no deterministic implementation on this "
-        "device (torch.use_deterministic_algorithms); set full_determinism: false"
+        "device (torch.use_deterministic_algorithms); pass full_determinism=False"
     )
 
 

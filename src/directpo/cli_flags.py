@@ -214,20 +214,23 @@ def _other_names_as_typed(message: str, typed: Sequence[str]) -> str:
     and where the message names the typed flag itself (an unknown option's hint, which names
     directpo's own to use)."""
     names = [token.partition("=")[0][2:].replace("-", "_") for token in typed]
+    lines = message.split("\n")  # (several problems: the note on the first line naming it,
+    # not the message's last, another problem's: a recipe's 'train_file: no such file')
+    notes: dict[int, list[str]] = {}  # each line's, said in one parenthesis: two were
+    # "... above 0 (--top_k is directpo's --generate_top_k) (--temperature is directpo's ...)"
     for name in names:
         option = (ALIASES | RENAMED).get(name)
-        named = re.search(rf"--{re.escape(name)}(?![\w-])", message)
+        named = re.search(rf"--{re.escape(name)}(?![\w-])", "\n".join(lines))
         if option is None or option in names or named:
             continue
         ours = re.compile(r"(?<![\w-])--" + re.escape(option) + r"(?![\w-])")
-        lines = message.split("\n")  # (several problems: the note on the first line naming it,
-        # not the message's last, another problem's: a recipe's 'train_file: no such file')
         named_on = [number for number, line in enumerate(lines) if ours.search(line)]
         if named_on:
             lines = [ours.sub(f"--{name}", line) for line in lines]
-            lines[named_on[0]] += f" (--{name} is directpo's --{option})"
-            message = "\n".join(lines)
-    return message
+            notes.setdefault(named_on[0], []).append(f"--{name} is directpo's --{option}")
+    for number, said in notes.items():
+        lines[number] += f" ({'; '.join(said)})"
+    return "\n".join(lines)
 
 
 BOOLEAN, LIST, PATHS, VALUE = "boolean", "list", "paths", "value"

@@ -182,6 +182,6 @@ def prompt_row(
     if options.completions_column in row:  # written over, its data would be lost
         raise DataError(
             f"{label}: the row already has a field '{options.completions_column}', which "
-            "generate would overwrite; name another with --completions_column"
+            f"generate would overwrite; name another with {said('completions_column', ...)}"
         )
     return prompt_with_images(row, options.prompt_column, label, base_dir, options.system_column)

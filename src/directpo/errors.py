@@ -83,23 +83,30 @@ def refuse_all(problems: list[str], rows: list[str] | None = None) -> None:
         raise ConfigErrors("", problems, rows)
 
 
+# a keyword's ``=value`` as spell_option writes it: a repr ('float16', [...], 0.1, True, ...)
+KEYWORD_VALUE = r"""=(?:'[^']*'|"[^"]*"|\[[^\]]*\]|\{[^}]*\}|[^\s,;:()]+)"""
+
+
 def respelled(error: ConfigError, spellings: dict[str, str]) -> ConfigError:
     """``error`` with each option in ``spellings`` named as the user wrote it, first mention of
     each line: "max_new_tokens (directpo: generate_max_new_tokens) must be >= 1" (TRL's
     alias is what their file holds; directpo's name is what ``--help`` and config.yaml show)."""
     if not spellings:
         return error
-    pattern = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, spellings)) + r")(?![\w/])")
+    names = "|".join(map(re.escape, spellings))
+    # (a keyword's value with it: train()'s "min_p (directpo: generate_min_p)=0.1" read as
+    # neither name's keyword; now "min_p=0.1 (directpo: generate_min_p)")
+    pattern = re.compile(r"(?<![\w./-])(" + names + r")(?![\w/])(" + KEYWORD_VALUE + ")?")
 
     def line_of(problem: str) -> str:
         seen: set[str] = set()
 
         def name(match: re.Match[str]) -> str:
-            option = match.group(1)
+            option, value = match.group(1), match.group(2) or ""
             if option in seen:
-                return option
+                return option + value
             seen.add(option)
-            return f"{spellings[option]} (directpo: {option})"
+            return f"{spellings[option]}{value} (directpo: {option})"
 
         return pattern.sub(name, problem)
 

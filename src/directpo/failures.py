@@ -31,10 +31,11 @@ if TYPE_CHECKING:
     from directpo.config import DPOConfig
     from directpo.run import Run
 
+# ({auto}: auto_find_batch_size as the caller sets it, as the knobs are: a recipe's
+# 'auto_find_batch_size: true' was said to flags and train() beside their own words)
 OOM_HELP = (
     "out of {kind} memory at step {step}: lower per_device_train_batch_size (raise "
-    "gradient_accumulation_steps to keep the batch; auto_find_batch_size: true does it), "
-    "{knobs}"
+    "gradient_accumulation_steps to keep the batch; {auto} does it), {knobs}"
 )
 
 
@@ -105,20 +106,22 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
         reason = None if kind or isinstance(exc, MemoryError) else compile_failure(exc)
         text = str(exc)
         if kind is not None:
-            said = EVAL_OOM_HELP if position.evaluating else OOM_HELP
+            help_text = EVAL_OOM_HELP if position.evaluating else OOM_HELP
             if position.evaluating and run.eval_float32:
-                said += EVAL_FLOAT32_HELP.format(setting=spell_setting(("eval_dtype", "bfloat16")))
+                setting = spell_setting(("eval_dtype", "bfloat16"))
+                help_text += EVAL_FLOAT32_HELP.format(setting=setting)
             batch = run.config.per_device_eval_batch_size
             knobs = memory_knobs(run.config, hasattr(run.policy, "peft_config"), kind)
+            auto = said("auto_find_batch_size")
             error: DirectpoError = TrainingStopped(
-                said.format(step=position.step, batch=batch, kind=kind, knobs=knobs)
+                help_text.format(step=position.step, batch=batch, kind=kind, knobs=knobs, auto=auto)
             )
         elif reason is None and NONDETERMINISTIC in text:  # full_determinism met such an op
             operation = text.split(NONDETERMINISTIC)[0].strip()
             error = TrainingStopped(
                 f"step {position.step}: full_determinism: {operation} has no deterministic "
-                "implementation on this device (torch.use_deterministic_algorithms); set "
-                "full_determinism: false"
+                "implementation on this device (torch.use_deterministic_algorithms); "
+                + spell_setting(("full_determinism", False))
             )
         elif reason is None:
             raise

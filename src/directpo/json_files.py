@@ -102,16 +102,26 @@ def json_document(path: str) -> dict[str, Any] | None:
         first = next(lines, "")
         data = json_or_none(first)
         one_line = isinstance(data, dict)
-        if one_line:
-            if next(lines, None) is not None:  # JSON Lines: a row a line
-                return None
-        elif first.lstrip(JSON_SPACE)[:1] != "{" or os.path.getsize(path) > DOCUMENT_READ_LIMIT:
+        # a first line longer than a chunk (a row holding an image's bytes, a long tool): it was
+        # taken for a pretty-printed object's, so a file of one such row was read as the rows
+        # of its one list of objects (each image a row: "missing field 'prompt'"), and a JSON
+        # Lines file's first long line had the whole file read to tell it is not one document
+        long_line = not first.endswith("\n") and first.lstrip(JSON_SPACE)[:1] == "{"
+        if not one_line and long_line:
+            while (more := handle.readline(JSON_CHUNK)) and not more.endswith("\n"):
+                pass  # (its end, not the whole line held)
+        if (one_line or long_line) and next(lines, None) is not None:  # JSON Lines: a row a line
             return None
-        else:  # (a pretty-printed object: its first line alone is no JSON)
+        if not one_line:  # (a pretty-printed object, or one long line: no JSON in one chunk)
+            if first.lstrip(JSON_SPACE)[:1] != "{" or os.path.getsize(path) > DOCUMENT_READ_LIMIT:
+                return None
             handle.seek(0)
             data = json_or_none(handle.read())
+            one_line = long_line
     if not isinstance(data, dict):
         return None
+    if one_line and list(data.values()) == [[]] and not any(word in data for word in ROW_WORDS):
+        return data  # {"data": []}: no rows, as the .json file says (not "column not found")
     # a list of row objects, not of a row's messages ({"role": ..., "content": ...})
     held = [
         value
@@ -119,16 +129,25 @@ def json_document(path: str) -> dict[str, Any] | None:
         if isinstance(value, list) and value and all(is_dict(v) and "role" not in v for v in value)
     ]
     # (a file of one row whose column holds objects, its tools, is a row)
-    if one_line and (any(word in data for word in ROW_WORDS) or not any(map(_rows_of, held))):
+    if one_line and (
+        any(word in data for word in ROW_WORDS) or not any(_rows_of(data, v) for v in held)
+    ):
         return None
     return data if len(held) == 1 else None
 
 
-def _rows_of(listed: list[dict[str, Any]]) -> bool:
+def _rows_of(holder: dict[str, Any], listed: list[dict[str, Any]]) -> bool:
     """Objects that are rows: one holding two of the ``ROW_WORDS`` (a pair), or each holding a
     prompt (a prompts file's, for generate --input or eval_prompts_file: one word a row). A
-    custom column's objects with a 'response' key stay a row's."""
-    return any(sum(word in row for word in ROW_WORDS) >= 2 for row in listed) or all(
+    custom column's objects with a 'response' key stay a row's, and so do objects with a
+    prompt held by an object of two or more texts: a row of columns named otherwise
+    (prompt_column: question, chosen_column: good, ...) whose extra column 'data' lists them
+    was read as that list's rows ("column 'good' not found (columns: prompt)"); a document's
+    own texts are one at most ({"version": "2.0", "data": [...]})."""
+    if any(sum(word in row for word in ROW_WORDS) >= 2 for row in listed):
+        return True
+    texts = sum(isinstance(value, str) for value in holder.values())
+    return texts < 2 and all(
         "prompt" in row or isinstance(row.get("messages"), list) for row in listed
     )
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from directpo.callers import spell_setting
+from directpo.callers import spell_option, spell_setting
 from directpo.data import iter_rows
 from directpo.data_sources import is_path_list, no_rows, source_label
 from directpo.errors import ConfigError, DataError
@@ -116,16 +116,26 @@ def check_every_row(
 class _InOrder:
     """Refused rows held (with their place in the file) until a batch is checked, then given
     to ``refused`` in the file's order: a row refused by ``check_many`` is said where it is,
-    not after the later rows of its batch that ``parse`` refused."""
+    not after the later rows of its batch that ``parse`` refused. At most
+    ``CHECKED_TOGETHER`` are held: then the rows waiting are checked at once (``check``), so
+    a file of a million rows that ``parse`` refuses (a wrong prompt_column's) is not held
+    whole until its end, as the batches made it."""
 
-    def __init__(self, refused: RefusedRows):
+    def __init__(self, refused: RefusedRows, check: Callable[[], None]):
         self.refused = refused
+        self.check = check  # checks the rows waiting, then flushes
         self.read = 0  # rows read so far: the place of the next one
         self.held: list[tuple[int, str, str]] = []
+        self.waiting = 0  # parsed rows read but not yet checked
 
     def add(self, where: str, problem: str) -> None:
-        self.held.append((self.read, where, problem))
+        if not self.waiting:  # (no row before it waits: said now)
+            self.refused.add(where, problem)
+        else:
+            self.held.append((self.read, where, problem))
         self.read += 1
+        if len(self.held) >= CHECKED_TOGETHER:
+            self.check()
 
     def flush(self) -> None:
         for _, where, problem in sorted(self.held, key=lambda held: held[0]):
@@ -142,7 +152,6 @@ def _checked_together(
     """``valid_rows``' count of the rows that also pass ``check_many``, called on batches of
     ``CHECKED_TOGETHER`` parsed rows; the refused rows said in the file's order."""
     label = source_label(source)
-    in_order = _InOrder(refused)
     count = 0
     batch: list[tuple[int, str, Any]] = []
 
@@ -156,11 +165,14 @@ def _checked_together(
             else:
                 in_order.held.append((read, where, problem))
         batch.clear()
+        in_order.waiting = 0
         in_order.flush()
 
+    in_order = _InOrder(refused, check_batch)
     for where, _, item in valid_rows(source, parse, in_order):  # (it adds as RefusedRows does)
         batch.append((in_order.read, where, item))
         in_order.read += 1
+        in_order.waiting = len(batch)
         if len(batch) == CHECKED_TOGETHER:
             check_batch()
     check_batch()
@@ -476,7 +488,9 @@ def unread_system_note(
         return None
     return (
         f"column '{name}' is not read: {counted(rows, 'row')} {'goes' if rows == 1 else 'go'} "
-        f"without the system prompt it holds (--system_column {name} makes it their system turn)"
+        # (--system_column was said to score_file / generate_file built in Python too)
+        f"without the system prompt it holds ({spell_option('system_column', name)} makes it "
+        "their system turn)"
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from directpo.callers import said
 from directpo.preference_pairs import counted
 from directpo.readers import RowError
 
@@ -188,8 +189,8 @@ def drawn_summary(counts: Counter[str]) -> str | None:
     return (
         f"{counted(samples, 'completion')} drew the tokenizer's special tokens mid-reply "
         f"({_named(counts)}), dropped from their text as TRL and vLLM write it: score and "
-        "rank of this file read their text, not the tokens sampled (--keep_special_tokens "
-        "writes them)"
+        "rank of this file read their text, not the tokens sampled "
+        f"({said('keep_special_tokens')} writes them)"  # (the flag to generate_file too)
     )
 
 
