@@ -278,3 +278,34 @@ def test_a_reward_model_of_its_own_code_loads_with_trust_remote_code(
                              reward_model_name_or_path=str(judge), **trust)  # fmt: skip
         labeller = load_labeller(config, torch.device("cpu"))
         assert labeller(["The movie was"], [" great."], [{}]) == pytest.approx([reward])
+
+
+def test_eval_generate_scores_a_held_out_sample_as_an_online_round_does(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """eval_generate handed the reward model a held-out conversation without its row's tools
+    (eval/reward rendered another input than the online round's reward of the same completion:
+    another number); the labeller now gets the prompt as the round does, tools and all."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from directpo.config import DPOConfig
+    from directpo.eval_samples import evaluate_generations
+    from directpo.reference import FrozenModelReference
+
+    judge = tiny_judge(tiny_model_dirs, "llama", tmp_path / "judge", TOOLS_TEMPLATE)
+    score = _reward_model(str(judge), torch.device("cpu"), None)
+    policy_dir = tiny_model_dirs["llama"]
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    policy = AutoModelForCausalLM.from_pretrained(policy_dir)
+    reference = FrozenModelReference(AutoModelForCausalLM.from_pretrained(policy_dir))
+    config = DPOConfig(
+        model_name_or_path=str(policy_dir), eval_generate=1, eval_generate_samples=1,
+        generate_max_new_tokens=4, report_to=["none"],
+    )  # fmt: skip
+    prompts = [ImagePrompt(CHAT, (), {"tools": [WEATHER_TOOL]})]
+    _, records = evaluate_generations(policy, reference, tokenizer, prompts, config, 1, score)
+    online = score(prompts, [records[0]["completion"]], [{}])[0]
+    without_tools = score([CHAT], [records[0]["completion"]], [{}])[0]
+    assert online != pytest.approx(without_tools, abs=1e-6)  # (the tools change the input)
+    assert records[0]["reward"] == pytest.approx(online, abs=1e-6)
