@@ -309,3 +309,32 @@ def test_eval_generate_scores_a_held_out_sample_as_an_online_round_does(
     without_tools = score([CHAT], [records[0]["completion"]], [{}])[0]
     assert online != pytest.approx(without_tools, abs=1e-6)  # (the tools change the input)
     assert records[0]["reward"] == pytest.approx(online, abs=1e-6)
+
+
+def test_a_reward_model_whose_tokenizer_has_no_pad_nor_eos_pads_with_its_configs_pad(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A tokenizer saved without pad and EOS tokens failed at the first batch of two, 'scoring
+    failed (ValueError: Asking to pad but the tokenizer does not have a padding token ...)';
+    it pads with the pad its config names (each reward that of the input alone), and without
+    that too it is refused at load, in one line saying what to save."""
+    from directpo.errors import ModelLoadError
+
+    judge = tiny_judge(tiny_model_dirs, "llama", tmp_path / "judge")
+    settings = json.loads((judge / "tokenizer_config.json").read_text())
+    for name in ("eos_token", "pad_token"):
+        settings.pop(name, None)
+    (judge / "tokenizer_config.json").write_text(json.dumps(settings))
+    score = _reward_model(str(judge), torch.device("cpu"), None)
+    completions = [" a", " much longer than the first"]
+    together = score(["Hi", "Hi"], completions, [{}, {}])
+    alone = [score(["Hi"], [c], [{}])[0] for c in completions]
+    assert together == pytest.approx(alone, abs=1e-5)
+
+    config = json.loads((judge / "config.json").read_text())
+    (judge / "config.json").write_text(json.dumps({**config, "pad_token_id": None}))
+    with pytest.raises(ModelLoadError) as err:
+        _reward_model(str(judge), torch.device("cpu"), None)
+    assert str(err.value).startswith(
+        f"reward_model_name_or_path '{judge}': its tokenizer has neither a pad nor an EOS token"
+    )

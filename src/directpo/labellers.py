@@ -193,7 +193,7 @@ def _reward_model(
         else []
     )
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.pad_token = _pad_token(path, tokenizer, model.config.get_text_config())
     # the head reads the score at the last token that is not this pad id (transformers:
     # input_ids != pad_token_id, rightmost), from the text config of a composite (vision)
     # model's, as TRL sets it; a pad that is the EOS leaves the appended EOS unread, as in
@@ -247,6 +247,25 @@ def _reward_model(
         return rewards
 
     return score
+
+
+def _pad_token(path: str, tokenizer: Any, config: Any) -> str:
+    """What a reward model's batches are padded with where its tokenizer names no pad: the EOS,
+    as TRL's RewardTrainer pads then; without one, the pad its config names (the token its
+    head was set to skip). Neither: refused here, not 'scoring failed (... Asking to pad but
+    the tokenizer does not have a padding token ...)' at the first batch, which told of a
+    tokenizer.pad_token no option sets."""
+    if tokenizer.eos_token is not None:
+        return tokenizer.eos_token
+    configured = getattr(config, "pad_token_id", None)
+    if isinstance(configured, int) and 0 <= configured < len(tokenizer):
+        return tokenizer.convert_ids_to_tokens(configured)
+    raise ModelLoadError(
+        f"reward_model_name_or_path '{path}': its tokenizer has neither a pad nor an EOS "
+        "token, and its config.json no pad_token_id: its inputs cannot be batched; save the "
+        "tokenizer with the pad token it was trained with (tokenizer.pad_token = ...; "
+        "tokenizer.save_pretrained(DIR))"
+    )
 
 
 def _openrlhf_folder(path: str, trust_remote_code: bool) -> bool:
