@@ -338,3 +338,21 @@ def test_a_reward_model_whose_tokenizer_has_no_pad_nor_eos_pads_with_its_configs
     assert str(err.value).startswith(
         f"reward_model_name_or_path '{judge}': its tokenizer has neither a pad nor an EOS token"
     )
+
+
+def test_a_prefilled_prompts_completion_is_judged_as_one_assistant_turn(
+    tiny_model_dirs, tmp_path, monkeypatch
+) -> None:
+    """A conversation ending with an assistant message (a prefill the policy continued) was
+    shown to the reward model as that turn closed and a second assistant turn of the completion
+    alone; it is now the one turn the policy wrote, the ids RewardTrainer trains that answer on."""
+    from transformers import AutoTokenizer
+
+    judge = tiny_judge(tiny_model_dirs, "llama", tmp_path / "judge", TOOLS_TEMPLATE)
+    tokenizer = AutoTokenizer.from_pretrained(judge)
+    score = _reward_model(str(judge), torch.device("cpu"), None)
+    prefilled = [*CHAT, {"role": "assistant", "content": "Sure,"}]
+    rewards, seen = fed_ids(monkeypatch, score, [prefilled], [" here."])
+    row = {"prompt": CHAT, "chosen": [{"role": "assistant", "content": "Sure, here."}]}
+    assert seen[0] == trl_reward_trainer_ids(tokenizer, row)
+    assert tokenizer.decode(seen[0]).count("<|im_start|>assistant") == 1
