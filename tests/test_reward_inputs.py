@@ -166,7 +166,9 @@ def test_a_tokenizer_without_eos_gets_none_appended(tiny_model_dirs) -> None:
     assert json.dumps(ids)  # plain ints
 
 
-def openrlhf_judge(tiny_model_dirs, folder: Path, normalize: dict | None, head: str) -> Path:
+def openrlhf_judge(
+    tiny_model_dirs, folder: Path, normalize: dict | None, head: str, prefix: str | None = None
+) -> Path:
     """A reward model as OpenRLHF saves it: the gpt2-style tokenizer (pad = EOS), a head of
     one output named ``head`` (its value_head_prefix), a config that names no labels
     (transformers' default: 2) and carries OpenRLHF's normalize_reward (and the mean and std
@@ -182,25 +184,35 @@ def openrlhf_judge(tiny_model_dirs, folder: Path, normalize: dict | None, head: 
         config.pop(key, None)
     config["architectures"] = ["GPT2LMHeadModel"]
     config |= {"normalize_reward": normalize is not None, **(normalize or {})}
+    if prefix is not None:  # (newer OpenRLHF writes its value_head_prefix in)
+        config["value_head_prefix"] = prefix
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
 
 @pytest.mark.parametrize(
-    ("normalize", "head"), [(None, "score"), ({"mean": 0.5, "std": 2.0}, "value_head")]
+    ("normalize", "head", "prefix"),
+    [
+        (None, "score", None),
+        ({"mean": 0.5, "std": 2.0}, "value_head", None),
+        (None, "reward_head", "reward_head"),
+        (None, "score", "score"),
+    ],
 )
 def test_an_openrlhf_reward_model_reads_its_value_at_the_eos(
-    tiny_model_dirs, tmp_path, monkeypatch, normalize, head
+    tiny_model_dirs, tmp_path, monkeypatch, normalize, head, prefix
 ) -> None:
     """An OpenRLHF reward model (config without num_labels) was refused: 'cannot load as a
     sequence classifier (You set `ignore_mismatched_sizes` to `False` ...)' after a load
     report (TRL loads it with num_labels=1), or, its head named value_head, 'not a trained
     reward model: score.weight not in its weights'. It now loads, and is fed and read as OpenRLHF
     trained it: text + ' ' + EOS without BOS, its value at the EOS (transformers' head would
-    read the token before, its EOS being its pad), normalized by the config's mean and std."""
+    read the token before, its EOS being its pad), normalized by the config's mean and std. A
+    head of another name, its config's value_head_prefix (reward_head), was refused as value_head
+    was: it is read by that name."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    judge = openrlhf_judge(tiny_model_dirs, tmp_path / "judge", normalize, head)
+    judge = openrlhf_judge(tiny_model_dirs, tmp_path / "judge", normalize, head, prefix)
     tokenizer = AutoTokenizer.from_pretrained(judge)
     score = _reward_model(str(judge), torch.device("cpu"), None)
     longer = " and a much longer completion than the first one, to pad it by many tokens"
@@ -210,7 +222,7 @@ def test_an_openrlhf_reward_model_reads_its_value_at_the_eos(
     assert tokenizer.pad_token is None
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        judge, num_labels=1, key_mapping={"^value_head": "score"}
+        judge, num_labels=1, key_mapping={f"^{head}": "score"}
     ).eval()
     with torch.no_grad():
         hidden = model.base_model(torch.tensor([ids])).last_hidden_state

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -143,9 +144,7 @@ def _reward_model(
                 "(tokenizer.save_pretrained(DIR)): it reads the prompts and completions"
             ) from None
         raise _unloadable(path, exc, trust_remote_code) from None
-    # OpenRLHF names its head value_head (older versions' default of its value_head_prefix)
-    # or score: the former was refused as a causal LM's missing head
-    mapping = {r"^value_head\.": "score."} if _openrlhf_folder(path, trust_remote_code) else None
+    mapping = _openrlhf_head(path, trust_remote_code)
     remote = {"trust_remote_code": trust_remote_code}
     try:  # TRL's load (num_labels=1): a one-output head whose config names no labels (as
         # OpenRLHF saves its reward models: the config's default 2) was refused, 'cannot load'
@@ -268,15 +267,22 @@ def _pad_token(path: str, tokenizer: Any, config: Any) -> str:
     )
 
 
-def _openrlhf_folder(path: str, trust_remote_code: bool) -> bool:
+def _openrlhf_head(path: str, trust_remote_code: bool) -> dict[str, str] | None:
+    """An OpenRLHF reward model's head read as ``score``: OpenRLHF names it by its
+    value_head_prefix (written into its config.json; ``value_head``, older versions' default,
+    where it is not), which was refused as a causal LM's missing head, 'not a trained reward
+    model: score.weight not in its weights'."""
     from transformers import AutoConfig
 
     try:
-        return trained_by_openrlhf(
-            AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        )
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception:  # (said by the load that follows)
-        return False
+        return None
+    if not trained_by_openrlhf(config):
+        return None
+    prefix = getattr(config, "value_head_prefix", None)
+    prefix = prefix if isinstance(prefix, str) and prefix else "value_head"
+    return None if prefix == "score" else {rf"^{re.escape(prefix)}\.": "score."}
 
 
 def _unloadable(path: str, exc: Exception, trust_remote_code: bool = False) -> ModelLoadError:
