@@ -368,3 +368,27 @@ def test_a_prefilled_prompts_completion_is_judged_as_one_assistant_turn(
     row = {"prompt": CHAT, "chosen": [{"role": "assistant", "content": "Sure, here."}]}
     assert seen[0] == trl_reward_trainer_ids(tokenizer, row)
     assert tokenizer.decode(seen[0]).count("<|im_start|>assistant") == 1
+
+
+def test_a_long_completion_is_judged_whole_with_its_prompt(tiny_model_dirs, tmp_path) -> None:
+    """The reward model's inputs were cut to twice the prompt limit alone: with
+    max_prompt_length 4 and 40 new tokens, a long completion was scored on its BOS and last 7
+    tokens, without the prompt. The cut now counts the completion's tokens too: the whole input."""
+    from transformers import AutoTokenizer
+
+    from directpo.config import DPOConfig
+    from directpo.labellers import load_labeller
+
+    judge = tiny_judge(tiny_model_dirs, "llama", tmp_path / "judge")
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["llama"]), online=True,
+        reward_model_name_or_path=str(judge), max_prompt_length=4,
+        generate_max_new_tokens=40, report_to=["none"],
+    )  # fmt: skip
+    score = load_labeller(config, torch.device("cpu"))
+    tokenizer = AutoTokenizer.from_pretrained(judge)
+    completion = " and the acting was great, a truly delightful and moving story"
+    ids = reward_input_ids(tokenizer, "The movie was", completion)
+    assert 2 * 4 < len(ids) <= 40  # (longer than the old cut; a sample can be this long)
+    (reward,) = score(["The movie was"], [completion], [{}])
+    assert reward == pytest.approx(direct(judge, ids), abs=1e-5)

@@ -62,7 +62,9 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
         trusted = config.trust_remote_code or bool(
             (config.model_init_kwargs or {}).get("trust_remote_code")
         )
-        model = _reward_model(path, device, config.prompt_limit, trusted)
+        # (each completion sampled, online or by eval_generate, has at most this many tokens)
+        tokens = config.generate_max_new_tokens
+        model = _reward_model(path, device, config.prompt_limit, trusted, tokens)
         parts.append(_reported(f"reward_model_name_or_path '{path}'", model))
     if config.implicit_reward_model:
         parts.append(_implicit(config))
@@ -121,11 +123,16 @@ def _reported(name: str, labeller: Labeller) -> Labeller:
 
 
 def _reward_model(
-    path: str, device: torch.device, prompt_limit: int | None, trust_remote_code: bool = False
+    path: str,
+    device: torch.device,
+    prompt_limit: int | None,
+    trust_remote_code: bool = False,
+    completion_tokens: int = 0,
 ) -> Labeller:
     """A sequence classifier's labeller; ``trust_remote_code`` (the run's) lets a reward model
     of its own code load (ArmoRM-like: it was refused, 'pass trust_remote_code=True', with the
-    option set)."""
+    option set). Its inputs keep twice the policy's tokens of a prompt (``prompt_limit``) and
+    a completion (``completion_tokens``): another tokenizer and template may take more."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from directpo.reward_models import runs_in_float32
@@ -200,7 +207,9 @@ def _reward_model(
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
     openrlhf = trained_by_openrlhf(model.config)
-    limit = None if prompt_limit is None else 2 * prompt_limit
+    # the completion's tokens count too: twice the prompt limit alone (max_prompt_length: 256,
+    # 1024 new tokens) scored a long completion's last 512 tokens, without the prompt
+    limit = None if prompt_limit is None else 2 * (prompt_limit + completion_tokens)
     positions = learned_positions(model)
     if positions is not None:  # GPT-2-like: a longer input has no position to index
         limit = positions if limit is None else min(limit, positions)
