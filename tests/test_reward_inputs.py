@@ -166,7 +166,9 @@ def test_a_tokenizer_without_eos_gets_none_appended(tiny_model_dirs) -> None:
     assert json.dumps(ids)  # plain ints
 
 
-def openrlhf_judge(tiny_model_dirs, folder: Path, normalize: dict | None, head: str) -> Path:
+def openrlhf_judge(
+    tiny_model_dirs, folder: Path, normalize: dict | None, head: str, prefix: str | None = None
+) -> Path:
     """A reward model as OpenRLHF saves it: the gpt2-style tokenizer (pad = EOS), a head of
     one output named ``head`` (its value_head_prefix), a config that names no labels
     (transformers' default: 2) and carries OpenRLHF's normalize_reward (and the mean and std
@@ -182,25 +184,35 @@ def openrlhf_judge(tiny_model_dirs, folder: Path, normalize: dict | None, head: 
         config.pop(key, None)
     config["architectures"] = ["GPT2LMHeadModel"]
     config |= {"normalize_reward": normalize is not None, **(normalize or {})}
+    if prefix is not None:  # (newer OpenRLHF writes its value_head_prefix in)
+        config["value_head_prefix"] = prefix
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
 
 @pytest.mark.parametrize(
-    ("normalize", "head"), [(None, "score"), ({"mean": 0.5, "std": 2.0}, "value_head")]
+    ("normalize", "head", "prefix"),
+    [
+        (None, "score", None),
+        ({"mean": 0.5, "std": 2.0}, "value_head", None),
+        (None, "reward_head", "reward_head"),
+        (None, "score", "score"),
+    ],
 )
 def test_an_openrlhf_reward_model_reads_its_value_at_the_eos(
-    tiny_model_dirs, tmp_path, monkeypatch, normalize, head
+    tiny_model_dirs, tmp_path, monkeypatch, normalize, head, prefix
 ) -> None:
     """An OpenRLHF reward model (config without num_labels) was refused: 'cannot load as a
     sequence classifier (You set `ignore_mismatched_sizes` to `False` ...)' after a load
     report (TRL loads it with num_labels=1), or, its head named value_head, 'not a trained
     reward model: score.weight not in its weights'. It now loads, and is fed and read as OpenRLHF
     trained it: text + ' ' + EOS without BOS, its value at the EOS (transformers' head would
-    read the token before, its EOS being its pad), normalized by the config's mean and std."""
+    read the token before, its EOS being its pad), normalized by the config's mean and std. A
+    head of another name, its config's value_head_prefix (reward_head), was refused as value_head
+    was: it is read by that name."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    judge = openrlhf_judge(tiny_model_dirs, tmp_path / "judge", normalize, head)
+    judge = openrlhf_judge(tiny_model_dirs, tmp_path / "judge", normalize, head, prefix)
     tokenizer = AutoTokenizer.from_pretrained(judge)
     score = _reward_model(str(judge), torch.device("cpu"), None)
     longer = " and a much longer completion than the first one, to pad it by many tokens"
@@ -210,7 +222,7 @@ def test_an_openrlhf_reward_model_reads_its_value_at_the_eos(
     assert tokenizer.pad_token is None
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        judge, num_labels=1, key_mapping={"^value_head": "score"}
+        judge, num_labels=1, key_mapping={f"^{head}": "score"}
     ).eval()
     with torch.no_grad():
         hidden = model.base_model(torch.tensor([ids])).last_hidden_state
@@ -278,3 +290,105 @@ def test_a_reward_model_of_its_own_code_loads_with_trust_remote_code(
                              reward_model_name_or_path=str(judge), **trust)  # fmt: skip
         labeller = load_labeller(config, torch.device("cpu"))
         assert labeller(["The movie was"], [" great."], [{}]) == pytest.approx([reward])
+
+
+def test_eval_generate_scores_a_held_out_sample_as_an_online_round_does(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """eval_generate handed the reward model a held-out conversation without its row's tools
+    (eval/reward rendered another input than the online round's reward of the same completion:
+    another number); the labeller now gets the prompt as the round does, tools and all."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from directpo.config import DPOConfig
+    from directpo.eval_samples import evaluate_generations
+    from directpo.reference import FrozenModelReference
+
+    judge = tiny_judge(tiny_model_dirs, "llama", tmp_path / "judge", TOOLS_TEMPLATE)
+    score = _reward_model(str(judge), torch.device("cpu"), None)
+    policy_dir = tiny_model_dirs["llama"]
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    policy = AutoModelForCausalLM.from_pretrained(policy_dir)
+    reference = FrozenModelReference(AutoModelForCausalLM.from_pretrained(policy_dir))
+    config = DPOConfig(
+        model_name_or_path=str(policy_dir), eval_generate=1, eval_generate_samples=1,
+        generate_max_new_tokens=4, report_to=["none"],
+    )  # fmt: skip
+    prompts = [ImagePrompt(CHAT, (), {"tools": [WEATHER_TOOL]})]
+    _, records = evaluate_generations(policy, reference, tokenizer, prompts, config, 1, score)
+    online = score(prompts, [records[0]["completion"]], [{}])[0]
+    without_tools = score([CHAT], [records[0]["completion"]], [{}])[0]
+    assert online != pytest.approx(without_tools, abs=1e-6)  # (the tools change the input)
+    assert records[0]["reward"] == pytest.approx(online, abs=1e-6)
+
+
+def test_a_reward_model_whose_tokenizer_has_no_pad_nor_eos_pads_with_its_configs_pad(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A tokenizer saved without pad and EOS tokens failed at the first batch of two, 'scoring
+    failed (ValueError: Asking to pad but the tokenizer does not have a padding token ...)';
+    it pads with the pad its config names (each reward that of the input alone), and without
+    that too it is refused at load, in one line saying what to save."""
+    from directpo.errors import ModelLoadError
+
+    judge = tiny_judge(tiny_model_dirs, "llama", tmp_path / "judge")
+    settings = json.loads((judge / "tokenizer_config.json").read_text())
+    for name in ("eos_token", "pad_token"):
+        settings.pop(name, None)
+    (judge / "tokenizer_config.json").write_text(json.dumps(settings))
+    score = _reward_model(str(judge), torch.device("cpu"), None)
+    completions = [" a", " much longer than the first"]
+    together = score(["Hi", "Hi"], completions, [{}, {}])
+    alone = [score(["Hi"], [c], [{}])[0] for c in completions]
+    assert together == pytest.approx(alone, abs=1e-5)
+
+    config = json.loads((judge / "config.json").read_text())
+    (judge / "config.json").write_text(json.dumps({**config, "pad_token_id": None}))
+    with pytest.raises(ModelLoadError) as err:
+        _reward_model(str(judge), torch.device("cpu"), None)
+    assert str(err.value).startswith(
+        f"reward_model_name_or_path '{judge}': its tokenizer has neither a pad nor an EOS token"
+    )
+
+
+def test_a_prefilled_prompts_completion_is_judged_as_one_assistant_turn(
+    tiny_model_dirs, tmp_path, monkeypatch
+) -> None:
+    """A conversation ending with an assistant message (a prefill the policy continued) was
+    shown to the reward model as that turn closed and a second assistant turn of the completion
+    alone; it is now the one turn the policy wrote, the ids RewardTrainer trains that answer on."""
+    from transformers import AutoTokenizer
+
+    judge = tiny_judge(tiny_model_dirs, "llama", tmp_path / "judge", TOOLS_TEMPLATE)
+    tokenizer = AutoTokenizer.from_pretrained(judge)
+    score = _reward_model(str(judge), torch.device("cpu"), None)
+    prefilled = [*CHAT, {"role": "assistant", "content": "Sure,"}]
+    rewards, seen = fed_ids(monkeypatch, score, [prefilled], [" here."])
+    row = {"prompt": CHAT, "chosen": [{"role": "assistant", "content": "Sure, here."}]}
+    assert seen[0] == trl_reward_trainer_ids(tokenizer, row)
+    assert tokenizer.decode(seen[0]).count("<|im_start|>assistant") == 1
+
+
+def test_a_long_completion_is_judged_whole_with_its_prompt(tiny_model_dirs, tmp_path) -> None:
+    """The reward model's inputs were cut to twice the prompt limit alone: with
+    max_prompt_length 4 and 40 new tokens, a long completion was scored on its BOS and last 7
+    tokens, without the prompt. The cut now counts the completion's tokens too: the whole input."""
+    from transformers import AutoTokenizer
+
+    from directpo.config import DPOConfig
+    from directpo.labellers import load_labeller
+
+    judge = tiny_judge(tiny_model_dirs, "llama", tmp_path / "judge")
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["llama"]), online=True,
+        reward_model_name_or_path=str(judge), max_prompt_length=4,
+        generate_max_new_tokens=40, report_to=["none"],
+    )  # fmt: skip
+    score = load_labeller(config, torch.device("cpu"))
+    tokenizer = AutoTokenizer.from_pretrained(judge)
+    completion = " and the acting was great, a truly delightful and moving story"
+    ids = reward_input_ids(tokenizer, "The movie was", completion)
+    assert 2 * 4 < len(ids) <= 40  # (longer than the old cut; a sample can be this long)
+    (reward,) = score(["The movie was"], [completion], [{}])
+    assert reward == pytest.approx(direct(judge, ids), abs=1e-5)

@@ -91,8 +91,12 @@ def evaluate_generations(
         {**(columns[s.prompt_index] if columns else {}), "completion_ids": s.completion_ids}
         for s in samples
     ]
+    # the labeller gets each prompt as an online round hands it (ImagePrompt: its images and
+    # its row's tools / chat_template_kwargs, which a reward model's template renders; a
+    # reward_fn strips them itself): the text alone scored another input, another number
+    given = [prompts[s.prompt_index] for s in samples]
     with labelling_at(f"eval_generate at step {step}"):
-        rewards = reward_fn(sample_prompts, texts, extras) if reward_fn else None
+        rewards = reward_fn(given, texts, extras) if reward_fn else None
     metrics = {
         "eval/kl": sum(kls) / len(kls),
         "eval/completion_length": sum(len(s.completion_ids) for s in samples) / len(samples),

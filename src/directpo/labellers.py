@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -61,7 +62,9 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
         trusted = config.trust_remote_code or bool(
             (config.model_init_kwargs or {}).get("trust_remote_code")
         )
-        model = _reward_model(path, device, config.prompt_limit, trusted)
+        # (each completion sampled, online or by eval_generate, has at most this many tokens)
+        tokens = config.generate_max_new_tokens
+        model = _reward_model(path, device, config.prompt_limit, trusted, tokens)
         parts.append(_reported(f"reward_model_name_or_path '{path}'", model))
     if config.implicit_reward_model:
         parts.append(_implicit(config))
@@ -120,11 +123,16 @@ def _reported(name: str, labeller: Labeller) -> Labeller:
 
 
 def _reward_model(
-    path: str, device: torch.device, prompt_limit: int | None, trust_remote_code: bool = False
+    path: str,
+    device: torch.device,
+    prompt_limit: int | None,
+    trust_remote_code: bool = False,
+    completion_tokens: int = 0,
 ) -> Labeller:
     """A sequence classifier's labeller; ``trust_remote_code`` (the run's) lets a reward model
     of its own code load (ArmoRM-like: it was refused, 'pass trust_remote_code=True', with the
-    option set)."""
+    option set). Its inputs keep twice the policy's tokens of a prompt (``prompt_limit``) and
+    a completion (``completion_tokens``): another tokenizer and template may take more."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from directpo.reward_models import runs_in_float32
@@ -143,9 +151,7 @@ def _reward_model(
                 "(tokenizer.save_pretrained(DIR)): it reads the prompts and completions"
             ) from None
         raise _unloadable(path, exc, trust_remote_code) from None
-    # OpenRLHF names its head value_head (older versions' default of its value_head_prefix)
-    # or score: the former was refused as a causal LM's missing head
-    mapping = {r"^value_head\.": "score."} if _openrlhf_folder(path, trust_remote_code) else None
+    mapping = _openrlhf_head(path, trust_remote_code)
     remote = {"trust_remote_code": trust_remote_code}
     try:  # TRL's load (num_labels=1): a one-output head whose config names no labels (as
         # OpenRLHF saves its reward models: the config's default 2) was refused, 'cannot load'
@@ -193,7 +199,7 @@ def _reward_model(
         else []
     )
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.pad_token = _pad_token(path, tokenizer, model.config.get_text_config())
     # the head reads the score at the last token that is not this pad id (transformers:
     # input_ids != pad_token_id, rightmost), from the text config of a composite (vision)
     # model's, as TRL sets it; a pad that is the EOS leaves the appended EOS unread, as in
@@ -201,7 +207,9 @@ def _reward_model(
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
     openrlhf = trained_by_openrlhf(model.config)
-    limit = None if prompt_limit is None else 2 * prompt_limit
+    # the completion's tokens count too: twice the prompt limit alone (max_prompt_length: 256,
+    # 1024 new tokens) scored a long completion's last 512 tokens, without the prompt
+    limit = None if prompt_limit is None else 2 * (prompt_limit + completion_tokens)
     positions = learned_positions(model)
     if positions is not None:  # GPT-2-like: a longer input has no position to index
         limit = positions if limit is None else min(limit, positions)
@@ -249,15 +257,41 @@ def _reward_model(
     return score
 
 
-def _openrlhf_folder(path: str, trust_remote_code: bool) -> bool:
+def _pad_token(path: str, tokenizer: Any, config: Any) -> str:
+    """What a reward model's batches are padded with where its tokenizer names no pad: the EOS,
+    as TRL's RewardTrainer pads then; without one, the pad its config names (the token its
+    head was set to skip). Neither: refused here, not 'scoring failed (... Asking to pad but
+    the tokenizer does not have a padding token ...)' at the first batch, which told of a
+    tokenizer.pad_token no option sets."""
+    if tokenizer.eos_token is not None:
+        return tokenizer.eos_token
+    configured = getattr(config, "pad_token_id", None)
+    if isinstance(configured, int) and 0 <= configured < len(tokenizer):
+        return tokenizer.convert_ids_to_tokens(configured)
+    raise ModelLoadError(
+        f"reward_model_name_or_path '{path}': its tokenizer has neither a pad nor an EOS "
+        "token, and its config.json no pad_token_id: its inputs cannot be batched; save the "
+        "tokenizer with the pad token it was trained with (tokenizer.pad_token = ...; "
+        "tokenizer.save_pretrained(DIR))"
+    )
+
+
+def _openrlhf_head(path: str, trust_remote_code: bool) -> dict[str, str] | None:
+    """An OpenRLHF reward model's head read as ``score``: OpenRLHF names it by its
+    value_head_prefix (written into its config.json; ``value_head``, older versions' default,
+    where it is not), which was refused as a causal LM's missing head, 'not a trained reward
+    model: score.weight not in its weights'."""
     from transformers import AutoConfig
 
     try:
-        return trained_by_openrlhf(
-            AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        )
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception:  # (said by the load that follows)
-        return False
+        return None
+    if not trained_by_openrlhf(config):
+        return None
+    prefix = getattr(config, "value_head_prefix", None)
+    prefix = prefix if isinstance(prefix, str) and prefix else "value_head"
+    return None if prefix == "score" else {rf"^{re.escape(prefix)}\.": "score."}
 
 
 def _unloadable(path: str, exc: Exception, trust_remote_code: bool = False) -> ModelLoadError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from directpo.chat_split import conversation
 from directpo.messages import Text, text_contents
 
 
@@ -34,11 +35,8 @@ def reward_input_ids(
     RewardTrainer prepared its rows (module docstring); ``template_args`` are the row's tools
     and chat_template_kwargs, for a conversation's template."""
     if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
-        messages = [*prompt, {"role": "assistant", "content": completion}]
-        # a text classifier's template is written for string contents, as a policy's is
-        text = tokenizer.apply_chat_template(
-            text_contents(messages), tokenize=False, **(template_args or {})
-        )
+        messages = with_completion(prompt, completion)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, **(template_args or {}))
         # the template writes its own special tokens (a second BOS would change the score)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token
@@ -48,6 +46,16 @@ def reward_input_ids(
     if eos and not completion.endswith(eos):
         completion += eos
     return tokenizer(prompt + completion)["input_ids"]
+
+
+def with_completion(prompt: list[dict[str, Any]], completion: str) -> list[dict[str, Any]]:
+    """The conversation a reward model judges: the prompt and the completion as its assistant
+    turn; a prefilled prompt's last (assistant) message and the completion are one turn, as the
+    policy sampled it and as TRL's online trainers hand it to reward models (its prefill was
+    a closed turn, then a second assistant turn of the completion alone: an input no reward
+    model was trained on)."""
+    # (string contents: a text classifier's template is written for them, as a policy's is)
+    return conversation(text_contents(prompt), [{"role": "assistant", "content": completion}])
 
 
 def kept_end(ids: list[int], limit: int | None, bos_token_id: int | None) -> list[int]:
@@ -73,8 +81,8 @@ def openrlhf_input_ids(tokenizer: Any, prompt: Text, completion: str) -> list[in
     eos_token`` appended unless it ends with it, tokenized with ``add_special_tokens=False``
     (the template writes its BOS; a text prompt has none)."""
     if isinstance(prompt, list):
-        messages = [*prompt, {"role": "assistant", "content": completion}]
-        text = tokenizer.apply_chat_template(text_contents(messages), tokenize=False)
+        messages = with_completion(prompt, completion)
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
     else:
         text = prompt + completion
     text = text.rstrip("\n")
