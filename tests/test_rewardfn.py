@@ -145,3 +145,38 @@ def test_a_reward_model_given_as_reward_fn_is_told_its_option(tmp_path, monkeypa
         load_reward_fn("my_rewards.score")
     with pytest.raises(ConfigError, match="^reward_fn 'justaname': expected 'module:function'"):
         load_reward_fn("justaname")
+
+
+def test_a_function_from_the_scripts_folder_is_recorded_so_another_folder_imports_it(
+    tmp_path, monkeypatch
+) -> None:
+    """``python proj/train.py`` importing ``my_rewards`` beside it (the script's folder is on
+    sys.path) and passing train(reward_funcs=[my_rewards.score]) was recorded as
+    'script_folder_rewards:score': the resume, or ``directpo train <run>/config.yaml``, from
+    any folder but proj was 'No module named'. It is recorded by its file's path, which
+    imports from anywhere; an installed package's function keeps its module's name."""
+    from trl.rewards import accuracy_reward
+
+    from directpo.config import DPOConfig
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "script_folder_rewards.py").write_text(
+        "def score(prompts, completions):\n    return [float(len(c)) for c in completions]\n"
+    )
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.delitem(sys.modules, "script_folder_rewards", raising=False)
+    import script_folder_rewards
+
+    recorded = DPOConfig(reward_fn=[script_folder_rewards.score], online=True).reward_fn
+    assert recorded == f"{(project / 'script_folder_rewards.py').resolve()}:score"
+    # a later run: another working directory, the script's folder not on its path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(project)])
+    monkeypatch.delitem(sys.modules, "script_folder_rewards")
+    assert load_reward_fn(recorded)(["p", "q"], ["ab", "abc"], []) == [2.0, 3.0]
+    assert DPOConfig(reward_fn=accuracy_reward, online=True).reward_fn == (
+        "trl.rewards.accuracy_rewards:accuracy_reward"
+    )

@@ -22,6 +22,7 @@ import inspect
 import math
 import os
 import sys
+import sysconfig
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -141,7 +142,27 @@ def import_name(function: Callable[..., Any]) -> str | None:
     module = sys.modules.get(module_name)
     if module is None or getattr(module, name, None) is not function:
         return None
-    return f"{module_name}:{name}"
+    return f"{_file_of(module) or module_name}:{name}"
+
+
+def _file_of(module: ModuleType) -> str | None:
+    """The absolute path of ``module``'s file where it is one file found outside the
+    installed packages, else None (its name is importable anywhere). A script's own folder
+    is on sys.path (``python proj/train.py`` importing ``my_rewards`` beside it) and a
+    notebook's folder too, but not a later run's: recorded as ``my_rewards:score``, the
+    resume or ``directpo train <run>/config.yaml`` from any other folder was 'No module
+    named my_rewards'. A package's module keeps its name (its relative imports need the
+    package), as does one of the standard library or site-packages."""
+    file = getattr(module, "__file__", None)
+    if not file or not file.endswith(".py") or Path(file).name == "__init__.py":
+        return None
+    if "." in module.__name__:
+        return None
+    path = Path(file).resolve()
+    installed = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    if any(path.is_relative_to(Path(p).resolve()) for p in installed if p):
+        return None
+    return str(path)
 
 
 def _not_a_function(spec: str) -> str:
