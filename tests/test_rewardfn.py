@@ -180,3 +180,25 @@ def test_a_function_from_the_scripts_folder_is_recorded_so_another_folder_import
     assert DPOConfig(reward_fn=accuracy_reward, online=True).reward_fn == (
         "trl.rewards.accuracy_rewards:accuracy_reward"
     )
+
+
+def test_a_working_folder_modules_name_is_recorded_as_its_file(tmp_path, monkeypatch) -> None:
+    """A recipe's 'reward_fn: folder_rewards:score' (folder_rewards.py beside it, run from
+    there) was recorded in config.yaml as that name: the resume or 'directpo train
+    <run>/config.yaml' from another folder was 'No module named folder_rewards'. It is
+    recorded as the file's absolute path; a package's module keeps its name."""
+    from directpo.config import DPOConfig
+
+    (tmp_path / "folder_rewards.py").write_text(
+        "def score(prompts, completions):\n    return [1.0] * len(completions)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "folder_rewards", raising=False)
+    recorded = DPOConfig(reward_fn="folder_rewards:score", online=True).record()["reward_fn"]
+    assert recorded == f"{(tmp_path / 'folder_rewards.py').resolve()}:score"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_reward_fn(recorded)(["p"], ["c"], []) == [1.0]
+    package = "trl.rewards.accuracy_rewards:accuracy_reward"
+    assert DPOConfig(reward_fn=package, online=True).record()["reward_fn"] == package

@@ -22,7 +22,6 @@ import inspect
 import math
 import os
 import sys
-import sysconfig
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +29,7 @@ from typing import Any
 
 from directpo.errors import ConfigError, DirectpoError
 from directpo.messages import is_prefilled
+from directpo.option_paths import outside_installed_packages
 from directpo.preference_pairs import prompt_of
 from directpo.readers import kind_of
 
@@ -158,11 +158,8 @@ def _file_of(module: ModuleType) -> str | None:
         return None
     if "." in module.__name__:
         return None
-    path = Path(file).resolve()
-    installed = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    if any(path.is_relative_to(Path(p).resolve()) for p in installed if p):
-        return None
-    return str(path)
+    path = str(Path(file).resolve())
+    return path if outside_installed_packages(path) else None
 
 
 def _not_a_function(spec: str) -> str:
