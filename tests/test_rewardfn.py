@@ -202,3 +202,25 @@ def test_a_working_folder_modules_name_is_recorded_as_its_file(tmp_path, monkeyp
     assert load_reward_fn(recorded)(["p"], ["c"], []) == [1.0]
     package = "trl.rewards.accuracy_rewards:accuracy_reward"
     assert DPOConfig(reward_fn=package, online=True).record()["reward_fn"] == package
+
+
+def test_a_package_not_found_from_this_folder_is_told_where_it_is_looked_for(
+    tmp_path, monkeypatch
+) -> None:
+    """'myproj.rewards:score' (a package beside the script that trained, its folder on
+    sys.path then) resumed from another folder said only "No module named 'myproj'"; it says
+    where a module is looked for and what to do. A module the reward's own file imports and
+    Python lacks is its error alone."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DirectpoError) as refused:
+        load_reward_fn("nowhere_pkg_xyz.rewards:score")
+    assert str(refused.value) == (
+        "reward_fn 'nowhere_pkg_xyz.rewards:score': cannot import nowhere_pkg_xyz.rewards "
+        "(ModuleNotFoundError: No module named 'nowhere_pkg_xyz'): it is looked for in the "
+        "installed packages, PYTHONPATH and the working folder; run from the folder holding "
+        "nowhere_pkg_xyz, or give that folder in PYTHONPATH"
+    )
+    (tmp_path / "needs_missing_xyz.py").write_text("import absent_dependency_xyz\n")
+    with pytest.raises(DirectpoError) as refused:
+        load_reward_fn("needs_missing_xyz:score")
+    assert str(refused.value).endswith("No module named 'absent_dependency_xyz')")
