@@ -88,6 +88,9 @@ def _load_options(
             # line's before it resolves: 'beta: ${oc.env:BETA}' with --beta 0.2 was refused as
             # BETA being unset (a reference to it reads the override's value: ``given``)
             replaced = [key for key in data if key not in variables and _replaced(key, given)]
+            # (a reference to the file's own spelling, ${torch_dtype} beside --dtype, reads
+            # the override too: it was 'the file has no key torch_dtype')
+            given |= {key: given[_option_of(key, given)] for key in replaced if key not in given}
             data = resolved({k: v for k, v in data.items() if k not in replaced}, where, given)
             data = {key: value for key, value in data.items() if key not in variables}
     if path is not None:
@@ -149,9 +152,14 @@ def _load_options(
 def _replaced(key: str, given: Mapping[str, Any]) -> bool:
     """Whether the file's ``key`` (TRL's spelling too: torch_dtype) is an option the overrides
     ``given`` set (by its name or the override's alias)."""
+    return key in given or _option_of(key, given) in given
+
+
+def _option_of(key: str, given: Mapping[str, Any]) -> str:
+    """The file's ``key`` as the overrides ``given`` name it (TRL's torch_dtype: dtype)."""
     from directpo.trl_compat import ALIASES
 
-    return key in given or ALIASES.get(key, key) in given
+    return key if key in given else ALIASES.get(key, key)
 
 
 def _said_as_the_overrides(
