@@ -374,6 +374,11 @@ def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        escape = ("found unknown escape character", "expected escape sequence")
+        if problem.startswith(escape) and mark is not None:
+            # a regex (peft's ".*\.(q|v)_proj", copied from Python's r"...") or a Windows
+            # path in double quotes was YAML's words alone
+            problem += _single_quoted(mark.buffer, mark.index)
         raise ConfigError(f"{path}:{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
@@ -383,6 +388,17 @@ def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
     data = {str(k): v for k, v in data.items()}
     return resolved(data, path) if interpolate else data
+
+
+def _single_quoted(text: str, at: int) -> str:
+    """What to write for the double-quoted YAML text holding ``at``, an unknown escape: in
+    single quotes a backslash is itself."""
+    start, end = text.rfind('"', 0, at), text.find('"', at)
+    inner = text[start + 1 : end] if 0 <= start < end else ""
+    shown = f"'{inner}'" if inner and "'" not in inner and "\n" not in inner else "single quotes"
+    return (
+        f" (in double quotes a backslash starts an escape: write {shown}, or double each backslash)"
+    )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
