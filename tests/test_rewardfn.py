@@ -168,18 +168,22 @@ def test_a_function_from_the_scripts_folder_is_recorded_so_another_folder_import
     monkeypatch.delitem(sys.modules, "script_folder_rewards", raising=False)
     import script_folder_rewards
 
-    recorded = DPOConfig(reward_fn=[script_folder_rewards.score], online=True).reward_fn
+    config = DPOConfig(reward_fn=[script_folder_rewards.score], online=True)
+    # this run imports the module the script holds (not a second copy of its file) ...
+    assert config.reward_fn == "script_folder_rewards:score"
+    assert load_reward_fn(config.reward_fn).__closure__  # (found: no import error)
+    # ... and config.yaml records its file, whatever the process's path since
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(project)])
+    recorded = config.record()["reward_fn"]
     assert recorded == f"{(project / 'script_folder_rewards.py').resolve()}:score"
     # a later run: another working directory, the script's folder not on its path
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(project)])
     monkeypatch.delitem(sys.modules, "script_folder_rewards")
     assert load_reward_fn(recorded)(["p", "q"], ["ab", "abc"], []) == [2.0, 3.0]
-    assert DPOConfig(reward_fn=accuracy_reward, online=True).reward_fn == (
-        "trl.rewards.accuracy_rewards:accuracy_reward"
-    )
+    package = DPOConfig(reward_fn=accuracy_reward, online=True)
+    assert package.record()["reward_fn"] == "trl.rewards.accuracy_rewards:accuracy_reward"
 
 
 def test_a_working_folder_modules_name_is_recorded_as_its_file(tmp_path, monkeypatch) -> None:

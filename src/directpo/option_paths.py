@@ -102,9 +102,12 @@ def _working_folder_module(module_name: str) -> str | None:
 
     if not module_name.isidentifier() or module_name in sys.builtin_module_names:
         return None
-    # (rewardfn imports with the working folder after sys.path: an installed module first)
-    found = PathFinder.find_spec(module_name, [*sys.path, os.getcwd()])
-    origin = found and found.origin
+    # the module imported (train(reward_funcs=[my_rewards.score]) from a script or notebook,
+    # whose folder may be off sys.path since), else where rewardfn would find it: sys.path,
+    # then the working folder (an installed module first)
+    imported = sys.modules.get(module_name)
+    found = None if imported else PathFinder.find_spec(module_name, [*sys.path, os.getcwd()])
+    origin = getattr(imported, "__file__", None) if imported else found and found.origin
     if not origin or not origin.endswith(".py") or os.path.basename(origin) == "__init__.py":
         return None
     return origin if outside_installed_packages(origin) else None

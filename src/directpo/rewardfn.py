@@ -29,7 +29,6 @@ from typing import Any
 
 from directpo.errors import ConfigError, DirectpoError
 from directpo.messages import is_prefilled
-from directpo.option_paths import outside_installed_packages
 from directpo.preference_pairs import prompt_of
 from directpo.readers import kind_of
 
@@ -149,24 +148,9 @@ def import_name(function: Callable[..., Any]) -> str | None:
     module = sys.modules.get(module_name)
     if module is None or getattr(module, name, None) is not function:
         return None
-    return f"{_file_of(module) or module_name}:{name}"
-
-
-def _file_of(module: ModuleType) -> str | None:
-    """The absolute path of ``module``'s file where it is one file found outside the
-    installed packages, else None (its name is importable anywhere). A script's own folder
-    is on sys.path (``python proj/train.py`` importing ``my_rewards`` beside it) and a
-    notebook's folder too, but not a later run's: recorded as ``my_rewards:score``, the
-    resume or ``directpo train <run>/config.yaml`` from any other folder was 'No module
-    named my_rewards'. A package's module keeps its name (its relative imports need the
-    package), as does one of the standard library or site-packages."""
-    file = getattr(module, "__file__", None)
-    if not file or not file.endswith(".py") or Path(file).name == "__init__.py":
-        return None
-    if "." in module.__name__:
-        return None
-    path = str(Path(file).resolve())
-    return path if outside_installed_packages(path) else None
+    # (config.yaml records a module beside the script by its file: option_paths; this run
+    # imports it by name, the module the script holds, not a second copy of its file)
+    return f"{module_name}:{name}"
 
 
 def _not_a_function(spec: str) -> str:
