@@ -258,6 +258,15 @@ def test_a_setting_is_asked_for_in_the_callers_words() -> None:
 # reads, a command line's, a Python caller's)
 REFUSALS = [
     ({"lora_alpha": 64}, "set lora_r: 16", "give --lora_r 16", "pass lora_r=16"),
+    (  # (--online was told a recipe's keys)
+        {"online": True, "prompt_file": "p.jsonl"},
+        "online needs a labeller: reward_fn, reward_model_name_or_path or implicit_reward_model "
+        "(several: their sum, weighted by reward_weights)",
+        "--online needs a labeller: --reward_fn, --reward_model_name_or_path or "
+        "--implicit_reward_model (several: their sum, weighted by --reward_weights)",
+        "online=True needs a labeller: reward_fn=..., reward_model_name_or_path=... or "
+        "implicit_reward_model=... (several: their sum, weighted by reward_weights=...)",
+    ),
     (
         {"online_prompts_per_round": 4},
         "online is off; set online: true",

@@ -1135,3 +1135,22 @@ def test_a_config_with_several_problems_reports_them_in_one_fixed_order(
         DPOConfig(model_name_or_path="m", **options)
     named = [re.match(r"\w+", problem).group() for problem in refused.value.problems]
     assert named == first_words
+
+
+def test_a_backslash_escape_in_double_quotes_is_told_the_single_quoted_text(tmp_path) -> None:
+    """peft's regex (Python's r".*\\.(q|v)_proj") or a Windows path written in a recipe's
+    double quotes was YAML's "found unknown escape character '.'" alone; the line now says
+    what to write: the same text in single quotes, where a backslash is itself."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text('lora_r: 8\nlora_target_modules: ".*\\.(q|v)_proj"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(recipe))
+    assert str(refused.value) == (
+        f"{recipe}: line 2: found unknown escape character '.' (in double quotes a backslash "
+        "starts an escape: write '.*\\.(q|v)_proj', or double each backslash)"
+    )
+    recipe.write_text("lora_r: 8\nlora_target_modules: '.*\\.(q|v)_proj'\n")
+    assert load_config(str(recipe)).lora_target_modules == [".*\\.(q|v)_proj"]
+    recipe.write_text('output_dir: "C:\\runs\\x1"\n')
+    with pytest.raises(ConfigError, match=r"write 'C:\\runs\\x1', or double each backslash\)$"):
+        load_config(str(recipe))

@@ -617,7 +617,7 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
         config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "n",
                              dataset_name=str(folder), eval_strategy="no",
                              **{key: value})  # fmt: skip
-        with pytest.raises(ConfigError, match="need evaluations, and eval_strategy is no"):
+        with pytest.raises(ConfigError, match=f"^{key} needs evaluations, and eval_strategy is no"):
             train(config, echo=lambda _: None)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "y",
                          dataset_name="no-such-org/no-such-dataset")  # fmt: skip

@@ -159,6 +159,33 @@ def test_a_configs_path_there_from_its_folder_alone_is_said(tmp_path, monkeypatc
     assert "note:" not in capsys.readouterr().err
 
 
+def test_a_reward_file_beside_the_config_alone_is_said(tmp_path, monkeypatch, capsys):
+    """exp/cfg.yaml naming reward_fn: my_rewards.py:score (or the module my_rewards:score),
+    the file beside it, run from exp's parent, was 'no such file my_rewards.py' (or 'cannot
+    import my_rewards') with no note, where a data file there is told where it is."""
+    from directpo.cli import main
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "beside_rewards_xyz.py").write_text("def score(prompts, completions):\n    return []\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for spec in ("beside_rewards_xyz.py:score", "beside_rewards_xyz:score"):
+        (exp / "cfg.yaml").write_text(
+            f"model_name_or_path: ./m\nonline: true\nprompt_file: p.jsonl\nreward_fn: {spec}\n"
+        )
+        assert main(["train", "exp/cfg.yaml", "--prompt_file", "p.jsonl"]) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"note: exp/cfg.yaml's reward_fn {spec} is read from the working directory, where it "
+            "is not; it is there from exp/cfg.yaml's folder: write exp/beside_rewards_xyz.py:score "
+            "(or run from exp)" in err
+        ), err
+    (exp / "cfg.yaml").write_text("model_name_or_path: ./m\nreward_fn: math:sqrt\n")
+    main(["train", "exp/cfg.yaml"])  # (an installed module: no note)
+    assert "reward_fn math" not in capsys.readouterr().err
+
+
 def test_a_records_model_no_longer_there_is_told_the_flag(tmp_path, pairs, monkeypatch, capsys):
     """A run's config.yaml resumed after its base model moved was 'no such model folder:
     /old/place' alone; the record names it absolute, and the flag that replaces it is said."""

@@ -328,6 +328,8 @@ def test_a_regex_of_last_names_is_told_the_whole_name_regex(tiny_model_dirs) -> 
     peft's 'Target modules q_proj|v_proj not found in the base model': peft matches the whole
     module name, and the regex that does is said; a regex peft cannot read, whose re.error
     was a traceback after the model loaded, is refused with the options."""
+    from peft import LoraConfig
+
     from directpo.adapters import LORA_OPTIONS, apply_peft, lora_config_from
     from directpo.errors import ModelLoadError
 
@@ -346,6 +348,17 @@ def test_a_regex_of_last_names_is_told_the_whole_name_regex(tiny_model_dirs) -> 
     adapted(r".*\.(q_proj|v_proj)")
     with pytest.raises(ModelLoadError, match=r"mlp\|attn matches no module .* its linear layers: "):
         adapted("mlp|attn")
+    # train(peft_config=LoraConfig(target_modules="q_proj")): peft's whole-name match too
+    with pytest.raises(ModelLoadError) as info:
+        apply_peft(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"]),
+            LoraConfig(r=8, target_modules="q_proj", task_type="CAUSAL_LM"),
+        )
+    assert str(info.value) == (
+        "peft_config: target_modules='q_proj' (a string) matches no module of the model: peft "
+        "matches a string as a regex against each whole module name; a list matches a name's "
+        "end: target_modules=['q_proj']"
+    )
     with pytest.raises(ConfigError) as info:
         DPOConfig(lora_r=8, lora_target_modules="(q|v_proj")
     assert str(info.value) == (

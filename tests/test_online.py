@@ -399,7 +399,7 @@ def test_a_broken_labeller_stops_before_training(tiny_model_dirs, tmp_path, onli
     assert code == 2 and "reward_fn" in err and "judge offline" in err and "Traceback" not in err
     assert not (out / "metrics.jsonl").exists()
     for options, message in (
-        ({"reward_fn": None}, "online needs a labeller"),
+        ({"reward_fn": None}, "online=True needs a labeller"),
         ({"precompute_ref_log_probs": True}, "cannot be used with online"),
     ):
         with pytest.raises(Exception, match=message):

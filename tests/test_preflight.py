@@ -371,7 +371,7 @@ def test_a_python_caller_is_told_train_dataset_and_eval_dataset_the_command_line
     with pytest.raises(ConfigError) as refused:
         train(config, echo=None)
     assert str(refused.value).splitlines()[1:] == [
-        "  eval_on_start need evaluations: pass eval_file=... or train(eval_dataset=...) "
+        "  eval_on_start needs evaluations: pass eval_file=... or train(eval_dataset=...) "
         "(held-out pairs) or eval_generate=...",
         "  train_file is required (or train(train_dataset=...): a Dataset, a DataFrame or a list "
         "of dicts)",
@@ -382,6 +382,6 @@ def test_a_python_caller_is_told_train_dataset_and_eval_dataset_the_command_line
         == 2
     )
     assert capsys.readouterr().err.splitlines()[1:] == [
-        "  eval_on_start need evaluations: give --eval_file (held-out pairs) or --eval_generate",
+        "  eval_on_start needs evaluations: give --eval_file (held-out pairs) or --eval_generate",
         "  train_file is required",
     ]

@@ -145,3 +145,86 @@ def test_a_reward_model_given_as_reward_fn_is_told_its_option(tmp_path, monkeypa
         load_reward_fn("my_rewards.score")
     with pytest.raises(ConfigError, match="^reward_fn 'justaname': expected 'module:function'"):
         load_reward_fn("justaname")
+
+
+def test_a_function_from_the_scripts_folder_is_recorded_so_another_folder_imports_it(
+    tmp_path, monkeypatch
+) -> None:
+    """``python proj/train.py`` importing ``my_rewards`` beside it (the script's folder is on
+    sys.path) and passing train(reward_funcs=[my_rewards.score]) was recorded as
+    'script_folder_rewards:score': the resume, or ``directpo train <run>/config.yaml``, from
+    any folder but proj was 'No module named'. It is recorded by its file's path, which
+    imports from anywhere; an installed package's function keeps its module's name."""
+    from trl.rewards import accuracy_reward
+
+    from directpo.config import DPOConfig
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "script_folder_rewards.py").write_text(
+        "def score(prompts, completions):\n    return [float(len(c)) for c in completions]\n"
+    )
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.delitem(sys.modules, "script_folder_rewards", raising=False)
+    import script_folder_rewards
+
+    config = DPOConfig(reward_fn=[script_folder_rewards.score], online=True)
+    # this run imports the module the script holds (not a second copy of its file) ...
+    assert config.reward_fn == "script_folder_rewards:score"
+    assert load_reward_fn(config.reward_fn).__closure__  # (found: no import error)
+    # ... and config.yaml records its file, whatever the process's path since
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(project)])
+    recorded = config.record()["reward_fn"]
+    assert recorded == f"{(project / 'script_folder_rewards.py').resolve()}:score"
+    # a later run: another working directory, the script's folder not on its path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delitem(sys.modules, "script_folder_rewards")
+    assert load_reward_fn(recorded)(["p", "q"], ["ab", "abc"], []) == [2.0, 3.0]
+    package = DPOConfig(reward_fn=accuracy_reward, online=True)
+    assert package.record()["reward_fn"] == "trl.rewards.accuracy_rewards:accuracy_reward"
+
+
+def test_a_working_folder_modules_name_is_recorded_as_its_file(tmp_path, monkeypatch) -> None:
+    """A recipe's 'reward_fn: folder_rewards:score' (folder_rewards.py beside it, run from
+    there) was recorded in config.yaml as that name: the resume or 'directpo train
+    <run>/config.yaml' from another folder was 'No module named folder_rewards'. It is
+    recorded as the file's absolute path; a package's module keeps its name."""
+    from directpo.config import DPOConfig
+
+    (tmp_path / "folder_rewards.py").write_text(
+        "def score(prompts, completions):\n    return [1.0] * len(completions)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "folder_rewards", raising=False)
+    recorded = DPOConfig(reward_fn="folder_rewards:score", online=True).record()["reward_fn"]
+    assert recorded == f"{(tmp_path / 'folder_rewards.py').resolve()}:score"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_reward_fn(recorded)(["p"], ["c"], []) == [1.0]
+    package = "trl.rewards.accuracy_rewards:accuracy_reward"
+    assert DPOConfig(reward_fn=package, online=True).record()["reward_fn"] == package
+
+
+def test_a_package_not_found_from_this_folder_is_told_where_it_is_looked_for(
+    tmp_path, monkeypatch
+) -> None:
+    """'myproj.rewards:score' (a package beside the script that trained, its folder on
+    sys.path then) resumed from another folder said only "No module named 'myproj'"; it says
+    where a module is looked for and what to do. A module the reward's own file imports and
+    Python lacks is its error alone."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DirectpoError) as refused:
+        load_reward_fn("nowhere_pkg_xyz.rewards:score")
+    assert str(refused.value) == (
+        "reward_fn 'nowhere_pkg_xyz.rewards:score': cannot import nowhere_pkg_xyz.rewards "
+        "(ModuleNotFoundError: No module named 'nowhere_pkg_xyz'): it is looked for in the "
+        "installed packages, PYTHONPATH and the working folder; run from the folder holding "
+        "nowhere_pkg_xyz, or give that folder in PYTHONPATH"
+    )
+    (tmp_path / "needs_missing_xyz.py").write_text("import absent_dependency_xyz\n")
+    with pytest.raises(DirectpoError) as refused:
+        load_reward_fn("needs_missing_xyz:score")
+    assert str(refused.value).endswith("No module named 'absent_dependency_xyz')")

@@ -803,7 +803,7 @@ def test_eval_on_start_logs_the_starting_models_baseline_at_step_0(
     config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "x", eval_on_start=True)
     # (train(): the keywords to pass)
     with pytest.raises(
-        ConfigError, match=r"^eval_on_start need evaluations: pass eval_file=\.\.\."
+        ConfigError, match=r"^eval_on_start needs evaluations: pass eval_file=\.\.\."
     ):
         train(config, echo=quiet)
 

@@ -260,3 +260,18 @@ def test_a_key_the_flags_replace_is_not_resolved(tmp_path, monkeypatch) -> None:
     with pytest.raises(ConfigError) as info:  # (the keywords are read: then a missing option)
         train(str(recipe), beta=0.2, dtype="bfloat16", learning_rate=-1, echo=None)
     assert "SWEEP_BETA" not in str(info.value) and "learning_rate" in str(info.value)
+
+
+def test_a_reference_to_a_trl_key_the_flags_replace_reads_the_flag(tmp_path, monkeypatch) -> None:
+    """A recipe's 'torch_dtype: ${oc.env:DTYPE}' and 'run_name: run-${torch_dtype}' run with
+    --dtype float32 (directpo's name of the key) was refused as "the file has no key
+    torch_dtype", a key it has; the reference reads the flag's value, as it does beside
+    --torch_dtype (OmegaConf merges the command line's before it resolves)."""
+    monkeypatch.delenv("DTYPE", raising=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("torch_dtype: ${oc.env:DTYPE}\nrun_name: run-${torch_dtype}\n")
+    for flag in ("--dtype", "--torch_dtype"):
+        config = load_config(*yaml_and_flags([str(recipe), flag, "float32"], DPOConfig))
+        assert (config.dtype, config.run_name) == ("float32", "run-float32"), flag
+    config = load_config(recipe, {"dtype": "bfloat16"}, overrides_from="train()")
+    assert (config.dtype, config.run_name) == ("bfloat16", "run-bfloat16")

@@ -338,9 +338,10 @@ def apply_peft(
 def _regex_unmatched(model: torch.nn.Module, peft_config: Any) -> str | None:
     """A regex of targets that no whole module name matches, said with the regex that does
     where the layers' last names match it: 'q_proj|v_proj' (peft's docs write '.*\\.(q|v)_proj')
-    was peft's 'Target modules q_proj|v_proj not found in the base model'."""
+    was peft's 'Target modules q_proj|v_proj not found in the base model'; a name given as
+    peft's string (LoraConfig(target_modules="q_proj")) is told the list."""
     regex = getattr(peft_config, "target_modules", None)
-    if not isinstance(regex, str) or not is_regex(regex):
+    if not isinstance(regex, str) or regex == "all-linear":
         return None
     try:
         matches = re.compile(regex).fullmatch
@@ -349,6 +350,12 @@ def _regex_unmatched(model: torch.nn.Module, peft_config: Any) -> str | None:
     names = [name for name, _ in model.named_modules() if name]
     if any(matches(name) for name in names):
         return None  # (peft's own reason is another)
+    if not is_regex(regex):  # LoraConfig(target_modules="q_proj"): only train()'s peft_config
+        return (  # (a lora_target_modules name is a list's item: peft_targets)
+            f"peft_config: target_modules='{regex}' (a string) matches no module of the model: "
+            "peft matches a string as a regex against each whole module name; a list matches "
+            f"a name's end: target_modules=['{regex}']"
+        )
     linear = _linear_names(model)
     ends = [end for end in linear if matches(end)]  # (layers peft can adapt, not a block)
     whole = next((name for name in names if name.rsplit(".", 1)[-1] in (ends or linear)), "")

@@ -96,7 +96,7 @@ def beside_config(config_file: str | None, options: Any, flags: Mapping[str, Any
     for key in PATH_OPTIONS:
         if key in flags or key in ("output_dir", "logging_dir"):  # (a flag's: the shell's)
             continue
-        for path in listed_paths(getattr(options, key, None)):
+        for path in listed_paths(_path_of(key, getattr(options, key, None))):
             if isinstance(path, str) and _gone(path) and is_record():
                 notes.append(
                     f"{config_file}, a run's record, names {key} {path}, which is no longer "
@@ -105,12 +105,32 @@ def beside_config(config_file: str | None, options: Any, flags: Mapping[str, Any
                 )
             elif isinstance(path, str) and _only_beside(path, folder):
                 written = os.path.relpath(os.path.join(folder, path))
+                shown = path
+                if key == "reward_fn":  # (the function after it: 'A/my_rewards.py:score')
+                    shown = options.reward_fn
+                    written += ":" + shown.rpartition(":")[2]
                 notes.append(
-                    f"{config_file}'s {key} {path} is read from the working directory, where "
+                    f"{config_file}'s {key} {shown} is read from the working directory, where "
                     f"it is not; it is there from {config_file}'s folder: write {written} (or "
                     f"run from {os.path.relpath(folder)})"
                 )
     return notes
+
+
+def _path_of(key: str, value: Any) -> Any:
+    """The path in option ``key``'s ``value``: reward_fn's 'my_rewards.py:score' names the file
+    my_rewards.py, and 'my_rewards:score' too where no installed module has that name (beside
+    the recipe, each was 'no such file' / 'cannot import' with no note)."""
+    if key != "reward_fn" or not isinstance(value, str) or ":" not in value:
+        return value
+    module = value.rpartition(":")[0]
+    if module.endswith(".py"):
+        return module
+    from importlib.machinery import PathFinder
+
+    if module.isidentifier() and PathFinder.find_spec(module) is None:
+        return f"{module}.py"
+    return None
 
 
 def _gone(path: str) -> bool:

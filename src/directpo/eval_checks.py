@@ -74,13 +74,14 @@ def check_evaluation(config: DPOConfig, eval_dataset_given: bool) -> None:
         for key in ("load_best_model_at_end", "early_stopping_patience", "eval_on_start")
         if getattr(config, key)
     ]
+    # ('load_best_model_at_end need evaluations' was said of one option)
+    need = f"{' / '.join(asking)} {'needs' if len(asking) == 1 else 'need'} evaluations"
     if asking and config.eval_strategy == "no":  # a test split is then only held out
         raise ConfigError(
-            f"{' / '.join(asking)} need evaluations, and eval_strategy is no: choose "
-            "eval_strategy auto, steps or epoch"
+            f"{need}, and eval_strategy is no: choose eval_strategy auto, steps or epoch"
         )
     if asking and not evaluates:
-        raise ConfigError(f"{' / '.join(asking)} need evaluations: {to_set(asking[0])}")
+        raise ConfigError(f"{need}: {to_set(asking[0])}")
     # (eval_delay and max_eval_samples were taken without a word)
     for key in ("eval_steps", "eval_delay", "max_eval_samples"):
         if getattr(config, key) and not evaluates:

@@ -88,6 +88,9 @@ def _load_options(
             # line's before it resolves: 'beta: ${oc.env:BETA}' with --beta 0.2 was refused as
             # BETA being unset (a reference to it reads the override's value: ``given``)
             replaced = [key for key in data if key not in variables and _replaced(key, given)]
+            # (a reference to the file's own spelling, ${torch_dtype} beside --dtype, reads
+            # the override too: it was 'the file has no key torch_dtype')
+            given |= {key: given[_option_of(key, given)] for key in replaced if key not in given}
             data = resolved({k: v for k, v in data.items() if k not in replaced}, where, given)
             data = {key: value for key, value in data.items() if key not in variables}
     if path is not None:
@@ -149,9 +152,14 @@ def _load_options(
 def _replaced(key: str, given: Mapping[str, Any]) -> bool:
     """Whether the file's ``key`` (TRL's spelling too: torch_dtype) is an option the overrides
     ``given`` set (by its name or the override's alias)."""
+    return key in given or _option_of(key, given) in given
+
+
+def _option_of(key: str, given: Mapping[str, Any]) -> str:
+    """The file's ``key`` as the overrides ``given`` name it (TRL's torch_dtype: dtype)."""
     from directpo.trl_compat import ALIASES
 
-    return key in given or ALIASES.get(key, key) in given
+    return key if key in given else ALIASES.get(key, key)
 
 
 def _said_as_the_overrides(
@@ -366,6 +374,11 @@ def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        escape = ("found unknown escape character", "expected escape sequence")
+        if problem.startswith(escape) and mark is not None:
+            # a regex (peft's ".*\.(q|v)_proj", copied from Python's r"...") or a Windows
+            # path in double quotes was YAML's words alone
+            problem += _single_quoted(mark.buffer, mark.index)
         raise ConfigError(f"{path}:{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
@@ -375,6 +388,17 @@ def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
     data = {str(k): v for k, v in data.items()}
     return resolved(data, path) if interpolate else data
+
+
+def _single_quoted(text: str, at: int) -> str:
+    """What to write for the double-quoted YAML text holding ``at``, an unknown escape: in
+    single quotes a backslash is itself."""
+    start, end = text.rfind('"', 0, at), text.find('"', at)
+    inner = text[start + 1 : end] if 0 <= start < end else ""
+    shown = f"'{inner}'" if inner and "'" not in inner and "\n" not in inner else "single quotes"
+    return (
+        f" (in double quotes a backslash starts an escape: write {shown}, or double each backslash)"
+    )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

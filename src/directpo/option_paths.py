@@ -7,6 +7,8 @@ from __future__ import annotations
 import glob
 import os
 import re
+import sys
+import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,12 +82,44 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
                 name: _absolute(value) if name in PATH_KWARGS and isinstance(value, str) else value
                 for name, value in kwargs.items()
             }
-    spec = values.get("reward_fn")  # 'path/file.py:function' (a module name stays)
+    spec = values.get("reward_fn")  # 'path/file.py:function' (an installed module's name stays)
     if isinstance(spec, str) and ":" in spec:
         file, name = spec.rsplit(":", 1)
+        file = _working_folder_module(file) or file
         if file.endswith(".py") and os.path.isfile(file):
             values["reward_fn"] = f"{os.path.abspath(file)}:{name}"
     return values
+
+
+def _working_folder_module(module_name: str) -> str | None:
+    """The file of a ``module:function`` reward's module where it is one file outside the
+    installed packages (``reward_fn: my_rewards:score`` beside the recipe, found in the
+    working folder; or beside a script, whose folder is on sys.path): recorded by that name,
+    the resume or ``directpo train <run>/config.yaml`` from another folder was 'No module
+    named my_rewards'. A package's module (relative imports) and an installed one keep their
+    name."""
+    from importlib.machinery import PathFinder
+
+    if not module_name.isidentifier() or module_name in sys.builtin_module_names:
+        return None
+    # the module imported (train(reward_funcs=[my_rewards.score]) from a script or notebook,
+    # whose folder may be off sys.path since), else where rewardfn would find it: sys.path,
+    # then the working folder (an installed module first)
+    imported = sys.modules.get(module_name)
+    found = None if imported else PathFinder.find_spec(module_name, [*sys.path, os.getcwd()])
+    origin = getattr(imported, "__file__", None) if imported else found and found.origin
+    if not origin or not origin.endswith(".py") or os.path.basename(origin) == "__init__.py":
+        return None
+    return origin if outside_installed_packages(origin) else None
+
+
+def outside_installed_packages(file: str) -> bool:
+    """Whether ``file`` lies outside the standard library and site-packages (a user's own
+    module, found only through a folder a later run may not be started from)."""
+    path = Path(file).resolve()
+    keys = ("stdlib", "platstdlib", "purelib", "platlib")
+    installed = {Path(p).resolve() for p in map(sysconfig.get_path, keys) if p}
+    return not any(path.is_relative_to(folder) for folder in installed)
 
 
 PATTERN_CHARACTERS = "*?["

@@ -120,9 +120,16 @@ def _import(spec: str) -> Callable[..., Any]:
     except ConfigError:
         raise
     except Exception as exc:  # any import-time failure of user code
-        raise ConfigError(
-            f"reward_fn '{spec}': cannot import {module_name} ({type(exc).__name__}: {exc})"
-        ) from None
+        said = f"reward_fn '{spec}': cannot import {module_name} ({type(exc).__name__}: {exc})"
+        top = module_name.split(".")[0]
+        if isinstance(exc, ModuleNotFoundError) and exc.name == top:
+            # a package beside the script that trained (its folder was on sys.path then),
+            # resumed from another folder: the run's record names the module, not its folder
+            said += (
+                f": it is looked for in the installed packages, PYTHONPATH and the working "
+                f"folder; run from the folder holding {top}, or give that folder in PYTHONPATH"
+            )
+        raise ConfigError(said) from None
     function = getattr(module, attr, None)
     if not callable(function):
         raise ConfigError(f"reward_fn '{spec}': {module_name} has no function {attr}")
@@ -141,6 +148,8 @@ def import_name(function: Callable[..., Any]) -> str | None:
     module = sys.modules.get(module_name)
     if module is None or getattr(module, name, None) is not function:
         return None
+    # (config.yaml records a module beside the script by its file: option_paths; this run
+    # imports it by name, the module the script holds, not a second copy of its file)
     return f"{module_name}:{name}"
 
 

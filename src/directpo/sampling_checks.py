@@ -9,7 +9,7 @@ import math
 import re
 from collections.abc import Callable
 
-from directpo.callers import Blank, said, spell_entry, spell_name, spell_setting
+from directpo.callers import Blank, said, spell_entry, spell_given, spell_name, spell_setting
 from directpo.config import DPOConfig
 from directpo.options import reject_if_set
 from directpo.preference_pairs import counted
@@ -182,10 +182,13 @@ def check_online(config: DPOConfig, require: Callable[[bool, str, str], None]) -
         if getattr(config, name)
     ]
     if not labellers:
+        # (said as the caller sets options: --online was told the recipe's keys)
+        first, second, third = map(spell_name, ("reward_fn", "reward_model_name_or_path",
+                                                "implicit_reward_model"))  # fmt: skip
         config._refuse(
             "online",
-            "online needs a labeller: reward_fn, reward_model_name_or_path or "
-            "implicit_reward_model (several: their sum, weighted by reward_weights)",
+            f"{spell_given('online', True)} needs a labeller: {first}, {second} or {third} "
+            f"(several: their sum, weighted by {spell_name('reward_weights')})",
         )
     weights = config.reward_weights
     if weights is not None and labellers and len(weights) != len(labellers):
