@@ -1047,6 +1047,44 @@ def test_the_direct_path_is_taken_only_where_it_gives_the_tokenizers_ids() -> No
     assert len(split) > 2  # (the special token read as its characters)
 
 
+def test_a_tokenizer_that_rewrites_the_calls_ids_keeps_the_call() -> None:
+    """A fast tokenizer whose subclass rewrites the ids the call returns (``_convert_encoding``,
+    after the backend's encode_batch) or whose call is patched on the object got its backend's
+    ids, not its own: the direct path skipped the rewrite. Now such a tokenizer is called."""
+    from transformers import PreTrainedTokenizerFast
+
+    from directpo.tokenization import direct_backend
+
+    base = build_tokenizer("gpt2")
+    start = base.convert_tokens_to_ids("<|im_start|>")
+
+    class Rewriting(PreTrainedTokenizerFast):
+        def _convert_encoding(self, encoding, **kwargs):  # (drops a marker token)
+            ids, encodings = super()._convert_encoding(encoding, **kwargs)
+            ids["input_ids"] = [[i for i in row if i != start] for row in ids["input_ids"]]
+            return ids, encodings
+
+    rewriting = Rewriting(tokenizer_object=base.backend_tokenizer, eos_token="<|endoftext|>")
+    text = "<|im_start|>user\nhello world"
+    own = rewriting(text, add_special_tokens=False).input_ids
+    assert start not in own and start in base(text, add_special_tokens=False).input_ids
+    assert PairTokenizer(rewriting, None).ids(text) == own
+    assert direct_backend(rewriting) is None
+    patched = build_tokenizer("gpt2")
+    call = patched._encode_plus
+
+    def without_marker(*args, **kwargs):
+        encoded = call(*args, **kwargs)
+        rows = encoded["input_ids"]
+        if rows and isinstance(rows[0], list):  # (a batch; one text gives one list)
+            encoded["input_ids"] = [[i for i in row if i != start] for row in rows]
+        return encoded
+
+    patched._encode_plus = without_marker  # (a library's patch of the object)
+    assert PairTokenizer(patched, None).ids(text) == own
+    assert direct_backend(patched) is None
+
+
 def test_a_rows_responses_to_score_render_its_prompt_once(monkeypatch) -> None:
     """score and rank render a row's chat prompt once for all its responses, as training does
     for a pair's two sides (it was rendered for each response: a rank row of 3 candidates, 3

@@ -490,9 +490,12 @@ def _follows(head: list[int], joint: list[int]) -> bool:
     return len(joint) > len(head) and joint[: len(head)] == head
 
 
-# the methods between a fast tokenizer's __call__ and its Rust backend's encode_batch
+# the methods between a fast tokenizer's __call__ and its Rust backend's encode_batch, and those
+# that shape what comes back (transformers 4's and 5's): a subclass that overrides one (to
+# truncate, or to rewrite ids in _convert_encoding) gives other ids than its backend's
 _CALL_PATH = ("__call__", "_call_one", "encode_plus", "batch_encode_plus", "_encode_plus",
-              "_batch_encode_plus", "_switch_to_input_mode")  # fmt: skip
+              "_batch_encode_plus", "_switch_to_input_mode", "_get_padding_truncation_strategies",
+              "set_truncation_and_padding", "_convert_encoding")  # fmt: skip
 
 
 def direct_backend(tokenizer: Any) -> Any:
@@ -500,7 +503,8 @@ def direct_backend(tokenizer: Any) -> Any:
     gives the ids ``tokenizer(texts, add_special_tokens=False)`` gives, else None. That call
     spent a third of its time on what ids do not need: offsets, attention masks, a
     BatchEncoding. It is the backend's ``encode_batch`` when the tokenizer is the library's own
-    fast class (a subclass overriding no method on the way: Code Llama's infilling does), its
+    fast class (a subclass overriding no method on the way or on its result: Code Llama's
+    infilling does; none set on the object), its
     backend sets no truncation or padding (the call turns them off) and splits special tokens
     as the tokenizer says (the call sets that too); a tokenizer that is not, the call."""
     try:
@@ -512,6 +516,8 @@ def direct_backend(tokenizer: Any) -> Any:
     kind = type(tokenizer)
     for name in _CALL_PATH:
         if getattr(kind, name, None) is not getattr(PreTrainedTokenizerFast, name, None):
+            return None
+        if name in getattr(tokenizer, "__dict__", {}):  # (one patched on the object itself)
             return None
     backend = getattr(tokenizer, "_tokenizer", None)
     if backend is None or backend.truncation is not None or backend.padding is not None:
