@@ -1085,6 +1085,31 @@ def test_a_tokenizer_that_rewrites_the_calls_ids_keeps_the_call() -> None:
     assert direct_backend(patched) is None
 
 
+def test_a_step_of_a_name_direct_backend_does_not_check_keeps_the_call(monkeypatch) -> None:
+    """A transformers whose own call changes the ids by a step direct_backend does not know by
+    name (simulated: the base class's ``_convert_encoding`` patched, so no subclass differs
+    from it) gave the backend's ids, not the call's: the probe at start (fast_encoding
+    .gives_the_calls_ids) now finds the difference and the call is kept."""
+    from transformers import PreTrainedTokenizerFast
+
+    from directpo.fast_encoding import direct_backend
+
+    convert = PreTrainedTokenizerFast._convert_encoding
+
+    def reversed_ids(self, encoding, **kwargs):  # (a step the ids go through)
+        ids, encodings = convert(self, encoding, **kwargs)
+        ids["input_ids"] = [row[::-1] for row in ids["input_ids"]]
+        return ids, encodings
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "_convert_encoding", reversed_ids)
+    tokenizer = build_tokenizer("gpt2")
+    text = "hello world, and more words"
+    own = tokenizer(text, add_special_tokens=False).input_ids
+    assert direct_backend(tokenizer) is not None  # (every name it checks is the base's)
+    assert own != tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+    assert PairTokenizer(tokenizer, None).ids(text) == own
+
+
 def test_a_rows_responses_to_score_render_its_prompt_once(monkeypatch) -> None:
     """score and rank render a row's chat prompt once for all its responses, as training does
     for a pair's two sides (it was rendered for each response: a rank row of 3 candidates, 3

@@ -53,6 +53,7 @@ STALE_SECONDS = 6 * 3600
 # it made of them)
 RULES = (
     "tokenization.py",
+    "fast_encoding.py",
     "pair_truncation.py",  # (PairLimits: the truncation rules a PairTokenizer holds)
     "image_pairs.py",  # (the functions PairTokenizer encodes rows with images with)
     "prompt_windows.py",  # (which texts are tokenized for each pair's ids)

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from directpo.chat_render import ChatRenderer
 from directpo.errors import DataError
+from directpo.fast_encoding import direct_backend, gives_the_calls_ids
 from directpo.image_pairs import encode_image_pair, image_prompt_ids, name_images
 from directpo.messages import Text, others_turn
 from directpo.pair_store import PairStoreBuilder, Spans, TokenizedPair
@@ -88,6 +89,7 @@ class PairTokenizer:
         assistant_only: bool = False,
     ):
         self.tokenizer = tokenizer
+        self.direct = gives_the_calls_ids(tokenizer)  # (fast_encoding.py)
         # assistant_only_loss: the tokens of a completion's messages the model does not write
         # are left unscored (turn_masks.py)
         self.assistant_only = assistant_only
@@ -255,7 +257,7 @@ class PairTokenizer:
         # one call for many texts: a fast tokenizer encodes a batch on all cores, in Rust
         if not texts:
             return []
-        backend = direct_backend(self.tokenizer)
+        backend = direct_backend(self.tokenizer) if self.direct else None
         if backend is not None:
             return [encoding.ids for encoding in backend(texts, add_special_tokens=False)]
         # (lists while a batch is worked on; a file's pairs are held in a PairStore)
@@ -493,41 +495,6 @@ def _follows(head: list[int], joint: list[int]) -> bool:
 # the methods between a fast tokenizer's __call__ and its Rust backend's encode_batch, and those
 # that shape what comes back (transformers 4's and 5's): a subclass that overrides one (to
 # truncate, or to rewrite ids in _convert_encoding) gives other ids than its backend's
-_CALL_PATH = ("__call__", "_call_one", "encode_plus", "batch_encode_plus", "_encode_plus",
-              "_batch_encode_plus", "_switch_to_input_mode", "_get_padding_truncation_strategies",
-              "set_truncation_and_padding", "_convert_encoding")  # fmt: skip
-
-
-def direct_backend(tokenizer: Any) -> Any:
-    """The Rust backend's batch encoder (``encode_batch_fast``: no character offsets) where it
-    gives the ids ``tokenizer(texts, add_special_tokens=False)`` gives, else None. That call
-    spent a third of its time on what ids do not need: offsets, attention masks, a
-    BatchEncoding. It is the backend's ``encode_batch`` when the tokenizer is the library's own
-    fast class (a subclass overriding no method on the way or on its result: Code Llama's
-    infilling does; none set on the object), its
-    backend sets no truncation or padding (the call turns them off) and splits special tokens
-    as the tokenizer says (the call sets that too); a tokenizer that is not, the call."""
-    try:
-        from transformers import PreTrainedTokenizerFast
-    except ImportError:  # (a tokenizer of another library)
-        return None
-    if not isinstance(tokenizer, PreTrainedTokenizerFast):
-        return None
-    kind = type(tokenizer)
-    for name in _CALL_PATH:
-        if getattr(kind, name, None) is not getattr(PreTrainedTokenizerFast, name, None):
-            return None
-        if name in getattr(tokenizer, "__dict__", {}):  # (one patched on the object itself)
-            return None
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if backend is None or backend.truncation is not None or backend.padding is not None:
-        return None
-    split = getattr(tokenizer, "split_special_tokens", False)
-    if getattr(backend, "encode_special_tokens", False) != split:
-        return None
-    return getattr(backend, "encode_batch_fast", None) or backend.encode_batch
-
-
 TOKENIZE_BATCH = 128  # pairs per tokenizer call (more holds more of its output at once)
 
 
