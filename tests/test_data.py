@@ -427,8 +427,9 @@ def test_skip_invalid_rows_skips_a_bad_first_line_too(tmp_path: Path) -> None:
     data = load_preferences(str(path), skip_invalid_rows=True)
     assert len(data) == 2 and data.layout == "conversational"
     assert data.skipped == {"missing field": 1, "wrong type": 1}
-    with pytest.raises(DataError, match="column 'rejected' not found"):  # unchanged without skip
+    with pytest.raises(DataError) as err:  # without skip: row 1's own defect, the others have it
         load_preferences(str(path))
+    assert str(err.value) == f"{path}: line 1: no field 'rejected' (the other rows have it)"
 
 
 def test_repeated_pairs_are_counted_once_and_texts_are_not_serialized(monkeypatch) -> None:
@@ -2189,3 +2190,70 @@ def test_a_compressed_file_of_no_text_is_called_empty(tmp_path: Path, name: str)
     with pytest.raises(DataError) as refused:
         load_preferences(str(path))
     assert str(refused.value) == f"{path}: no rows (the file is empty)"
+
+
+def test_a_first_row_without_a_pair_field_is_said_as_that_rows(tmp_path: Path) -> None:
+    """The columns of a JSON Lines (or .json) file are its first row's keys: a first row
+    without 'rejected' refused the whole file as "column 'rejected' not found (columns:
+    prompt, chosen); set chosen_column / rejected_column", though every other row has it. The
+    defect is row 1's; a file no row of which has the field keeps the file's message."""
+    short = {"prompt": "Q", "chosen": " a"}
+    write_jsonl(tmp_path / "f.jsonl", [short, *ROWS])
+    with pytest.raises(DataError) as err:
+        load_preferences(str(tmp_path / "f.jsonl"))
+    assert (
+        str(err.value)
+        == f"{tmp_path / 'f.jsonl'}: line 1: no field 'rejected' (the other rows have it)"
+    )
+    (tmp_path / "f.json").write_text(json.dumps([{"prompt": "Q"}, *ROWS]))
+    with pytest.raises(DataError) as err:
+        load_preferences(str(tmp_path / "f.json"))
+    said = "row 1: no fields 'chosen', 'rejected' (the other rows have them)"
+    assert str(err.value) == f"{tmp_path / 'f.json'}: {said}"
+    write_jsonl(tmp_path / "none.jsonl", [short, short])
+    with pytest.raises(DataError) as err:
+        load_preferences(str(tmp_path / "none.jsonl"))
+    assert str(err.value) == (
+        f"{tmp_path / 'none.jsonl'}: column 'rejected' not found (columns: prompt, chosen); "
+        "set chosen_column / rejected_column"
+    )
+    # skipped as the bad row it is, with skip_invalid_rows
+    read = load_preferences(str(tmp_path / "f.jsonl"), skip_invalid_rows=True)
+    assert [e.prompt for e in read.examples] == [r["prompt"] for r in ROWS]
+
+
+def test_a_rows_document_on_a_json_lines_files_first_line_is_said(tmp_path: Path) -> None:
+    """A .jsonl whose first line is {"data": [rows]} and whose other lines are rows was
+    "column 'chosen' not found (columns: data)", with no line: line 1 is said as what it is."""
+    path = tmp_path / "mixed.jsonl"
+    write_jsonl(path, [{"data": ROWS}, *ROWS])
+    with pytest.raises(DataError) as err:
+        load_preferences(str(path))
+    assert str(err.value) == (
+        f"{path}: line 1: a JSON document of rows ('data' lists 2 rows) inside a JSON Lines "
+        "file, whose every line is one row; split it out into a .json file of its own, or "
+        "write its rows one a line"
+    )
+
+
+def test_a_dataset_viewers_rows_answer_is_read_as_its_rows(tmp_path: Path) -> None:
+    """The dataset viewer's /rows answer saved as .json (what its API downloads) was refused as
+    "holds 2 lists of rows (features, rows)"; its rows are each item's "row", and a row whose
+    cells the viewer truncated is refused, never trained on cut short."""
+    features = [{"feature_idx": 0, "name": "prompt", "type": {"dtype": "string"}}]
+    items = [{"row_idx": i, "row": row, "truncated_cells": []} for i, row in enumerate(ROWS)]
+    answer = {"features": features, "rows": items, "num_rows_total": 2, "partial": False}
+    (tmp_path / "rows.json").write_text(json.dumps(answer, indent=2))
+    read = load_preferences(str(tmp_path / "rows.json"))
+    assert [(e.prompt, e.chosen, e.rejected) for e in read.examples] == [
+        (r["prompt"], r["chosen"], r["rejected"]) for r in ROWS
+    ]
+    items[1]["truncated_cells"] = ["chosen"]
+    (tmp_path / "cut.json").write_text(json.dumps(answer))
+    with pytest.raises(DataError) as err:
+        load_preferences(str(tmp_path / "cut.json"))
+    assert "row 2: the dataset viewer cut its cells 'chosen' short (truncated_cells); " in str(
+        err.value
+    )
+    read = load_preferences(str(tmp_path / "cut.json"), skip_invalid_rows=True)
+    assert [e.prompt for e in read.examples] == [ROWS[0]["prompt"]]

@@ -40,7 +40,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
-from itertools import chain
+from itertools import chain, islice
 from typing import Any
 
 from directpo.callers import Spelling, caller
@@ -51,6 +51,7 @@ from directpo.pair_rows import (
     detect_layout,
     images_of,
     is_openai,
+    is_rows_document,
     parse_pair,
     parse_row,
     rated_sides,
@@ -168,6 +169,7 @@ def preferences_of_rows(
     rated: tuple[str, str] | None = None  # the columns rating each side (score_chosen, ...)
     ties = 0  # pairs rated alike (kept as labelled), the first one said
     first_tie: str | None = None
+    rows = iter(rows)  # (a row 1 short of a column reads a sample of the rows after it)
     for where, row in rows:
         seen_any = True
         try:
@@ -187,10 +189,16 @@ def preferences_of_rows(
                     require_fields(row, columns)  # a row's keys, not the file's columns
                 try:
                     layout = detect_layout(row, columns, column_names or list(row), label, where)
-                except OtherFormat as err:
-                    if not err.kto:
+                except DataError as err:
+                    sample: list[
+                        tuple[str, Any]
+                    ] = []  # (the columns of a file without a header: row 1's keys)
+                    if column_names is None and not is_rows_document(row):
+                        sample = list(islice(rows, LAYOUT_SAMPLE))
+                        _refuse_if_others_have(row, sample, columns, label, where)
+                    if not (isinstance(err, OtherFormat) and err.kto):
                         raise
-                    rest = (other for _, other in rows if isinstance(other, dict))
+                    rest = (other for _, other in chain(sample, rows) if isinstance(other, dict))
                     raise DataError(f"{err}{kto_pairs_note(chain([row], rest))}") from None
                 rated = rated_sides(column_names or list(row), columns)
             tie = rating_tie(row, rated)
@@ -216,6 +224,30 @@ def preferences_of_rows(
     return PreferenceData(
         examples, layout, label, skipped, unread_system(examples, columns), ties, first_tie
     )
+
+
+# the rows after a first row without a pair column read to tell its own defect from the file's
+LAYOUT_SAMPLE = 100
+
+
+def _refuse_if_others_have(
+    row: dict[str, Any], others: Iterable[tuple[str, Any]], columns: Columns, label: str, where: str
+) -> None:
+    """Row 1's own missing field, said as its: the file's columns are read from its first row
+    (a JSON or JSON Lines file has no header), so a first row without 'rejected' refused the
+    whole file as "column 'rejected' not found (columns: prompt, chosen); set chosen_column /
+    rejected_column", though every other row has it. A bounded sample of the rows after it
+    decides; where none of them has the field, the file's message stands."""
+    keys = [key for key in (columns.chosen, columns.rejected, columns.prompt) if key not in row]
+    if not keys:
+        return
+    held = [other for _, other in others if isinstance(other, dict)]
+    missing = [key for key in keys if any(key in other for other in held)]
+    if missing:
+        fields = ", ".join(f"'{key}'" for key in missing)
+        noun = "field" if len(missing) == 1 else "fields"
+        them = "it" if len(missing) == 1 else "them"
+        raise DataError(f"{label}: {where}: no {noun} {fields} (the other rows have {them})")
 
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:

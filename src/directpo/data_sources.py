@@ -22,6 +22,7 @@ from directpo.errors import ConfigError, DataError, first_line
 from directpo.hub import cache_only_where_unreachable, unreachable_reason
 from directpo.option_paths import builder_without_files
 from directpo.readers import COMPRESSED, compression_of
+from directpo.row_places import remember_saved_files, remember_split_files
 
 
 def python_source(source: Any, argument: str) -> Any:
@@ -218,6 +219,8 @@ def dataset_splits(
     try:
         if saved:
             loaded = datasets.load_from_disk(name)
+            for split in loaded.values() if hasattr(loaded, "values") else [loaded]:
+                remember_saved_files(split)
             if isinstance(loaded, datasets.Dataset):  # one split, saved without a name
                 loaded = {lone_split: loaded}
         else:
@@ -225,6 +228,8 @@ def dataset_splits(
             offline = cache_only_where_unreachable(name)
             with _failed_files(failed):
                 loaded = datasets.load_dataset(name, dataset_config, **options)
+            if not options.get("streaming") and (os.path.isdir(name) or "data_files" in options):
+                _remember_files(name, dataset_config, options, loaded)
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
         why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
         problem = _load_problem(exc, failed)
@@ -235,6 +240,18 @@ def dataset_splits(
             why = f"{why}; set {config_key}"
         raise DataError(f"{label}: cannot load ({problem}){why}") from None
     return loaded
+
+
+def _remember_files(name: str, dataset_config: str | None, options: Any, loaded: Any) -> None:
+    """The local files of each split ``load_dataset`` read, in its order (its builder's
+    data_files), so a bad row is said by its file and line (row_places)."""
+    import datasets
+
+    try:
+        builder = datasets.load_dataset_builder(name, dataset_config, **options)
+    except Exception:  # (datasets raises many types; the rows keep their place in the whole)
+        return
+    remember_split_files(loaded, builder.config.data_files)
 
 
 def hub_cache_snapshot(name: str, label: str) -> str:

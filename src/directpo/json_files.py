@@ -239,6 +239,35 @@ def _json_document_rows(path: str, label: str) -> list[tuple[str, Any]]:
     return document_rows(data, label)
 
 
+def _viewer_rows(data: dict[str, Any]) -> list[Any] | None:
+    """The rows of a Hugging Face dataset viewer's ``/rows`` answer saved as a .json file
+    (``{"features": [...], "rows": [{"row_idx": 0, "row": {...}, "truncated_cells": []}]}``),
+    what a user downloading a page from the viewer's API has; None for any other object. It
+    was refused as "holds 2 lists of rows (features, rows)", though its rows are pairs: each
+    is read from its "row". A row whose cells the viewer cut short (``truncated_cells``: it
+    truncates long cells) is refused as such, never trained on as half a reply."""
+    listed = data.get("rows")
+    if not isinstance(listed, list) or not listed:
+        return None
+    if not all(is_dict(item) and "row_idx" in item and is_dict(item.get("row")) for item in listed):
+        return None
+    rows: list[Any] = []
+    for item in listed:
+        cut = item.get("truncated_cells") or []
+        if cut:
+            names = ", ".join(f"'{name}'" for name in cut)
+            rows.append(
+                RowError(
+                    "truncated by the dataset viewer",
+                    f"the dataset viewer cut its cells {names} short (truncated_cells); "
+                    "download the dataset's own files (its parquet export) instead",
+                )
+            )
+        else:
+            rows.append(item["row"])
+    return rows
+
+
 def json_or_none(text: str) -> Any:
     try:
         return json.loads(text)
@@ -252,6 +281,8 @@ def _json_table(data: Any, label: str) -> list[Any]:
         return data
     if not isinstance(data, dict) or not data:
         raise DataError(f"{label}: expected {JSON_SHAPES}, got {kind_of(data)}")
+    if (viewer := _viewer_rows(data)) is not None:
+        return viewer
     lengths = {key: len(value) for key, value in data.items() if isinstance(value, list)}
     columnar = len(lengths) == len(data)
     same_length = len(set(lengths.values())) == 1

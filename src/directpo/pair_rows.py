@@ -109,6 +109,14 @@ def detect_layout(
                 # a dataset folder's {"train": [rows], "test": [rows]}: datasets' one row
                 folder = os.path.isdir(label.split("[")[0])
                 raise DataError(f"{label}: {splits_said(', '.join(map(str, names)), folder)}")
+            elif pair is None and where.startswith("line ") and is_rows_document(row):
+                # {"data": [rows]} on line 1 of rows a line: no reader takes both shapes
+                raise DataError(
+                    f"{label}: {where}: a JSON document of rows ('{names[0]}' lists "
+                    f"{_rows_count(row[names[0]])}) inside a JSON Lines file, whose every line is "
+                    "one row; split it out into a .json file of its own, or write its rows one "
+                    "a line"
+                )
             raise DataError(
                 f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
                 + _read_by_fix(columns, fix, bool(pair))
@@ -131,6 +139,15 @@ def detect_layout(
         "wrong type",
         f"field '{columns.prompt}' must be a string or a list of messages, got {kind_of(prompt)}",
     )
+
+
+def is_rows_document(row: dict[str, Any]) -> bool:
+    """An object of one key listing row objects (``{"data": [rows]}``), not a row."""
+    return len(row) == 1 and _rows_list(next(iter(row.values())))
+
+
+def _rows_count(rows: list[Any]) -> str:
+    return f"{len(rows)} row" + ("" if len(rows) == 1 else "s")
 
 
 def _rows_list(value: Any) -> bool:

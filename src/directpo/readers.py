@@ -35,6 +35,7 @@ from directpo.json_files import (
     json_rows,
     jsonl_rows,
 )
+from directpo.row_places import placed_rows
 
 
 def open_rows(
@@ -58,7 +59,9 @@ def open_rows(
                 f"list of dicts, got {type(source).__name__}"
             )
         names = source.column_names  # None for an IterableDataset of unknown features
-        return _dataset_rows(source), None if names is None else list(names)
+        # (a dataset of local files: each row said by its file and line, row_places)
+        rows = placed_rows(source, _dataset_rows(source))
+        return rows, None if names is None else list(names)
     path = source
     if os.path.isdir(path):
         return _disk_dataset_rows(path, label)

@@ -1,0 +1,118 @@
+"""Where a row of a dataset read from several files lies: its file and line (or row).
+
+dataset_name of a local folder (data/ holding a.jsonl, b.jsonl), a mixture entry's data_files
+and a datasets.save_to_disk folder of several shards are read by ``datasets`` as one table,
+whose bad row was said by its place in the whole: "data[train]: row 24: field 'rejected' is
+null", naming neither the file nor its line. Where the files are ours to read (JSON Lines,
+JSON, CSV, Parquet, their compressed forms, and a saved folder's .arrow shards), each row is
+said by its file and its place there: "data[train]: data/b.jsonl: line 7: field 'rejected' is
+null". The files are counted first: where their rows do not add up to the dataset's (a file
+datasets reads otherwise than directpo), or the rows were reordered or selected, the places
+are not given and the rows keep their place in the whole, never a wrong line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import weakref
+from collections.abc import Iterable, Iterator
+from itertools import chain
+from typing import Any
+
+from directpo.data_text import COMPRESSED, open_text
+from directpo.errors import DataError
+
+# each dataset read from local files, and its files in the order datasets read them
+_FILES: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
+
+
+def remember_files(dataset: Any, files: Iterable[Any]) -> None:
+    """Note that ``dataset``'s rows are ``files``' rows in order (a split of load_dataset's, or
+    a saved folder's); files not on this disk (a hub's) leave it unnoted."""
+    paths = [str(path) for path in files]
+    if not paths or not all(os.path.isfile(path) for path in paths):
+        return
+    # (an object that takes no weak reference: its rows keep their places in the whole)
+    with contextlib.suppress(TypeError):
+        _FILES[dataset] = paths
+
+
+def remember_split_files(splits: Any, data_files: Any) -> None:
+    """``remember_files`` for each split of ``splits`` (a DatasetDict) by ``data_files`` (a
+    builder's, by split name)."""
+    if not hasattr(splits, "items") or not hasattr(data_files, "get"):
+        return
+    for split, dataset in splits.items():
+        files = data_files.get(split)
+        if files is not None:
+            remember_files(dataset, files)
+
+
+def remember_saved_files(dataset: Any) -> None:
+    """A saved folder's Dataset: its .arrow shards are its rows."""
+    cached = getattr(dataset, "cache_files", None) or []
+    remember_files(dataset, [entry["filename"] for entry in cached if "filename" in entry])
+
+
+def placed_rows(dataset: Any, rows: Iterable[tuple[str, Any]]) -> Iterable[tuple[str, Any]]:
+    """``rows`` of ``dataset`` (as "row i"), each said by its file's place where the dataset's
+    files are noted and their rows add up to its own; else ``rows`` as they are."""
+    files = _FILES.get(dataset) if _weakly_held(dataset) else None
+    if files is None or getattr(dataset, "_indices", None) is not None:
+        return rows
+    if not hasattr(dataset, "__len__"):  # (a stream: its rows are not counted ahead)
+        return rows  # (selected or shuffled rows: their files' order is not theirs)
+    try:
+        if sum(1 for _ in chain.from_iterable(map(_places, files))) != len(dataset):
+            return rows
+    except (DataError, OSError, ValueError, EOFError):
+        return rows  # (a file directpo cannot read as datasets did: places in the whole)
+    places = (f"{_shown(path)}: {place}" for path in files for place in _places(path))
+    return ((next(places, where), row) for where, row in rows)
+
+
+def _weakly_held(dataset: Any) -> bool:
+    try:
+        weakref.ref(dataset)
+    except TypeError:
+        return False
+    return True
+
+
+def _places(path: str) -> Iterator[str]:
+    """The place of each row of ``path``, as its reader says it: "line 7", "row 3"."""
+    from directpo.readers import open_rows  # (readers says a dataset's rows by their places)
+
+    stem, ext = os.path.splitext(path.lower())
+    if ext in COMPRESSED:
+        ext = os.path.splitext(stem)[1]
+    if ext == ".arrow":  # a saved folder's shard, or datasets' cache: its rows by number
+        import pyarrow as pa
+
+        with pa.memory_map(path) as source:
+            count = pa.ipc.open_stream(source).read_all().num_rows
+        return (f"row {i}" for i in range(1, count + 1))
+    if ext == ".parquet":
+        import pyarrow.parquet as pq
+
+        count = pq.ParquetFile(path).metadata.num_rows
+        return (f"row {i}" for i in range(1, count + 1))
+    from directpo.json_files import holds_a_json_list, json_document
+
+    if ext in (".jsonl", ".ndjson") and not holds_a_json_list(path) and not json_document(path):
+        return _line_places(path)  # (counted without parsing each row: blank lines skipped)
+    return (where for where, _ in open_rows(path, path, lazy=True)[0])
+
+
+def _line_places(path: str) -> Iterator[str]:
+    with open_text(path, errors="surrogateescape") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield f"line {number}"
+
+
+def _shown(path: str) -> str:
+    """A file as the user reaches it: from the working directory where it lies under it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative

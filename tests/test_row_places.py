@@ -1,0 +1,88 @@
+"""A bad row of a dataset read from several local files is said by its file and its line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import datasets
+import pytest
+from tiny import write_jsonl
+
+from directpo.data import load_preferences
+from directpo.data_sources import dataset_splits, load_named_dataset
+from directpo.errors import DataError
+from directpo.row_places import remember_files
+
+PAIR = {"prompt": "Q", "chosen": " a", "rejected": " b"}
+BAD = {"prompt": "Q", "chosen": " a", "rejected": None}
+
+
+def _refusal(source: object, name: str, **options: object) -> str:
+    with pytest.raises(DataError) as err:
+        load_preferences(source, name=name, **options)
+    return str(err.value)
+
+
+def test_a_folders_bad_row_is_said_by_its_file_and_line(tmp_path, monkeypatch) -> None:
+    """dataset_name: data (a.jsonl, b.jsonl) said "data[train]: row 5: field 'rejected' is
+    null", the row's place across the folder's files; now its file and line (a blank line
+    counted as datasets skips it), in the refusal and in skip_invalid_rows' count alike."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "a.jsonl", [PAIR] * 3)
+    (tmp_path / "data" / "b.jsonl").write_text(f"{json.dumps(PAIR)}\n\n{json.dumps(BAD)}\n")
+    with gzip.open(tmp_path / "data" / "c.jsonl.gz", "wt") as handle:
+        handle.write(json.dumps(BAD) + "\n")
+    config = SimpleNamespace(
+        dataset_name="data", dataset_config=None, dataset_streaming=False,
+        dataset_train_split="train", dataset_test_split="test",
+    )  # fmt: skip
+    train = load_named_dataset(config, "dataset_train_split", required="training")
+    assert _refusal(train, "data[train]") == (
+        "data[train]: data/b.jsonl: line 3: field 'rejected' is null (1 more row like it: "
+        "data/c.jsonl.gz: line 1); skip_invalid_rows: true skips them"
+    )
+    kept = load_preferences(train, name="data[train]", skip_invalid_rows=True)
+    assert len(kept) == 4 and kept.skipped == {"missing field": 2}
+    # rows selected or reordered are not their files' order: their place in the whole stays
+    shuffled = train.shuffle(seed=0)
+    assert ": row " in _refusal(shuffled.select(range(len(shuffled))), "data[train]")
+
+
+def test_data_files_and_saved_shards_are_said_by_their_rows(tmp_path, monkeypatch) -> None:
+    """A builder's data_files (parquet, csv) and a save_to_disk folder of several shards: the
+    bad row by its file's row (or line) in that file, not by its place in the whole."""
+    monkeypatch.chdir(tmp_path)
+    datasets.Dataset.from_list([PAIR, BAD]).to_parquet("b.parquet")
+    datasets.Dataset.from_list([PAIR]).to_parquet("a.parquet")
+    splits = dataset_splits(
+        "parquet", None, "parquet", "train", data_files=["a.parquet", "b.parquet"]
+    )
+    assert _refusal(splits["train"], "parquet[train]") == (
+        "parquet[train]: b.parquet: row 2: field 'rejected' is null"
+    )
+    (tmp_path / "c.csv").write_text('prompt,chosen,rejected\nQ,a,b\nQ,"a\nlong",\n')
+    splits = dataset_splits("csv", None, "csv", "train", data_files=["c.csv"])
+    assert _refusal(splits["train"], "csv[train]") == (
+        "csv[train]: c.csv: line 3: field 'rejected' is null"
+    )
+    datasets.Dataset.from_list([PAIR, PAIR, PAIR, BAD]).save_to_disk("saved", num_shards=2)
+    saved = dataset_splits("saved", None, "saved", "train")["train"]
+    assert _refusal(saved, "saved") == (
+        "saved: saved/data-00001-of-00002.arrow: row 2: field 'rejected' is null"
+    )
+
+
+def test_files_whose_rows_do_not_add_up_leave_the_place_in_the_whole(tmp_path: Path) -> None:
+    """Files that do not hold the dataset's rows (counted otherwise): no line is made up."""
+    write_jsonl(tmp_path / "one.jsonl", [PAIR])
+    dataset = datasets.Dataset.from_list([PAIR, BAD])
+    remember_files(dataset, [tmp_path / "one.jsonl"])
+    assert _refusal(dataset, "d") == "d: row 2: field 'rejected' is null"
+    remember_files(dataset, [tmp_path / "one.jsonl", tmp_path / "one.jsonl"])
+    assert (
+        _refusal(dataset, "d") == f"d: {tmp_path / 'one.jsonl'}: line 1: field 'rejected' is null"
+    )
