@@ -327,7 +327,8 @@ def test_builder_entries_are_named_by_their_files(tmp_path) -> None:
     with pytest.raises(DataError) as refused:
         load_mixture(mixture, Columns(), echo=said.append)
     assert said[0].startswith(f"dataset_mixture: json({good})[train]: 3 pairs")
-    assert str(refused.value).startswith(f"json({bad} and 1 more)[train]: row 3: ")
+    # (the bad row by its own file and line, not its place across the entry's files)
+    assert str(refused.value).startswith(f"json({bad} and 1 more)[train]: {bad}: line 3: ")
 
 
 def test_a_mixtures_bad_rows_are_said_in_file_order_and_every_source_in_one_run(

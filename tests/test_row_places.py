@@ -74,15 +74,48 @@ def test_data_files_and_saved_shards_are_said_by_their_rows(tmp_path, monkeypatc
     assert _refusal(saved, "saved") == (
         "saved: saved/data-00001-of-00002.arrow: row 2: field 'rejected' is null"
     )
+    # given as a file of rows (train_file, score's --input): so too
+    assert _refusal("saved", "saved") == (
+        "saved: saved/data-00001-of-00002.arrow: row 2: field 'rejected' is null"
+    )
+    datasets.Dataset.from_list([PAIR, BAD]).save_to_disk("one")  # (one shard: its own rows)
+    assert _refusal("one", "one") == "one: row 2: field 'rejected' is null"
 
 
 def test_files_whose_rows_do_not_add_up_leave_the_place_in_the_whole(tmp_path: Path) -> None:
-    """Files that do not hold the dataset's rows (counted otherwise): no line is made up."""
+    """Files that do not hold the dataset's rows (counted otherwise), or one file twice: no
+    line is made up."""
     write_jsonl(tmp_path / "one.jsonl", [PAIR])
     dataset = datasets.Dataset.from_list([PAIR, BAD])
     remember_files(dataset, [tmp_path / "one.jsonl"])
     assert _refusal(dataset, "d") == "d: row 2: field 'rejected' is null"
+    # one file read twice: its places would name two rows alike (a mixture keys rows by them)
     remember_files(dataset, [tmp_path / "one.jsonl", tmp_path / "one.jsonl"])
+    assert _refusal(dataset, "d") == "d: row 2: field 'rejected' is null"
+    write_jsonl(tmp_path / "two.jsonl", [BAD])
+    remember_files(dataset, [tmp_path / "one.jsonl", tmp_path / "two.jsonl"])
     assert (
-        _refusal(dataset, "d") == f"d: {tmp_path / 'one.jsonl'}: line 1: field 'rejected' is null"
+        _refusal(dataset, "d") == f"d: {tmp_path / 'two.jsonl'}: line 1: field 'rejected' is null"
     )
+
+
+def test_a_mixture_sources_data_files_name_the_bad_rows_file(tmp_path, monkeypatch) -> None:
+    """A dataset_mixture entry's data_files: its bad row by file and line, and its good rows
+    mixed as ever (the mixture keys its rows by these places)."""
+    from directpo.data import Columns
+    from directpo.mixture import load_mixture
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "a.jsonl", [PAIR] * 3)
+    write_jsonl(tmp_path / "b.jsonl", [PAIR, BAD])
+    mixture = {"datasets": [{"id": "json", "data_files": ["a.jsonl", "b.jsonl"]}], "seed": 1}
+    with pytest.raises(DataError) as err:
+        load_mixture(mixture, Columns())
+    assert str(err.value) == (
+        "json(a.jsonl and 1 more)[train]: b.jsonl: line 2: field 'rejected' is null"
+    )
+    mixed = load_mixture(mixture, Columns(), skip_invalid_rows=True)
+    assert sorted(e.where for e in mixed.train.examples) == [
+        f"json(a.jsonl and 1 more)[train]: {place}"
+        for place in ("a.jsonl: line 1", "a.jsonl: line 2", "a.jsonl: line 3", "b.jsonl: line 1")
+    ]

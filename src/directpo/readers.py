@@ -35,7 +35,7 @@ from directpo.json_files import (
     json_rows,
     jsonl_rows,
 )
-from directpo.row_places import placed_rows
+from directpo.row_places import placed_rows, remember_saved_files
 
 
 def open_rows(
@@ -293,7 +293,8 @@ def _disk_dataset_rows(path: str, label: str) -> tuple[Iterable[tuple[str, Any]]
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
         loaded = loaded[next(iter(loaded))]  # (one split: several are folder_problem's)
-    return _dataset_rows(loaded), list(loaded.column_names)
+    remember_saved_files(loaded)  # (a row of one of several shards: said by its shard's row)
+    return placed_rows(loaded, _dataset_rows(loaded)), list(loaded.column_names)
 
 
 def _cell(value: Any) -> Any:

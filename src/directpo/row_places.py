@@ -33,6 +33,11 @@ def remember_files(dataset: Any, files: Iterable[Any]) -> None:
     paths = [str(path) for path in files]
     if not paths or not all(os.path.isfile(path) for path in paths):
         return
+    if len({os.path.realpath(path) for path in paths}) < len(paths):
+        # (a file read twice: its places would name two rows; a mixture keys rows by them)
+        with contextlib.suppress(TypeError):
+            _FILES.pop(dataset, None)
+        return
     # (an object that takes no weak reference: its rows keep their places in the whole)
     with contextlib.suppress(TypeError):
         _FILES[dataset] = paths
@@ -50,9 +55,12 @@ def remember_split_files(splits: Any, data_files: Any) -> None:
 
 
 def remember_saved_files(dataset: Any) -> None:
-    """A saved folder's Dataset: its .arrow shards are its rows."""
+    """A saved folder's Dataset: its .arrow shards are its rows (one shard's rows are the
+    dataset's own: said as they were, "row 7")."""
     cached = getattr(dataset, "cache_files", None) or []
-    remember_files(dataset, [entry["filename"] for entry in cached if "filename" in entry])
+    shards = [entry["filename"] for entry in cached if "filename" in entry]
+    if len(shards) > 1:
+        remember_files(dataset, shards)
 
 
 def placed_rows(dataset: Any, rows: Iterable[tuple[str, Any]]) -> Iterable[tuple[str, Any]]:
