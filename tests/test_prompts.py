@@ -164,3 +164,17 @@ def test_rows_refused_while_a_batch_waits_are_held_a_batch_at_most(tmp_path, mon
         said.append(str(refused.value))
     assert said[0] == said[1] and "line 42: the template refused it" in said[0]
     assert max(lengths) <= 8
+
+
+def test_a_rows_document_on_a_prompt_files_line_is_said(tmp_path) -> None:
+    """{"data": [prompts]} on line 1 of a file of prompts a line was "line 1: missing field
+    'prompt'", not saying what the line is (generate --input, prompt_file alike)."""
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"data": [{"prompt": "a"}, {"prompt": "b"}]}\n{"prompt": "c"}\n')
+    with pytest.raises(DataError) as err:
+        load_prompts(str(path))
+    assert str(err.value) == (
+        f"{path}: line 1: missing field 'prompt'; it is a JSON document of rows ('data' lists "
+        "2 rows) inside a JSON Lines file, whose every line is one row; split it out into a "
+        ".json file of its own, or write its rows one a line"
+    )

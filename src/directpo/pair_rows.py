@@ -111,12 +111,7 @@ def detect_layout(
                 raise DataError(f"{label}: {splits_said(', '.join(map(str, names)), folder)}")
             elif pair is None and where.startswith("line ") and is_rows_document(row):
                 # {"data": [rows]} on line 1 of rows a line: no reader takes both shapes
-                raise DataError(
-                    f"{label}: {where}: a JSON document of rows ('{names[0]}' lists "
-                    f"{_rows_count(row[names[0]])}) inside a JSON Lines file, whose every line is "
-                    "one row; split it out into a .json file of its own, or write its rows one "
-                    "a line"
-                )
+                raise DataError(f"{label}: {where}: {rows_document_said(row)}")
             raise DataError(
                 f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
                 + _read_by_fix(columns, fix, bool(pair))
@@ -144,6 +139,16 @@ def detect_layout(
 def is_rows_document(row: dict[str, Any]) -> bool:
     """An object of one key listing row objects (``{"data": [rows]}``), not a row."""
     return len(row) == 1 and _rows_list(next(iter(row.values())))
+
+
+def rows_document_said(row: dict[str, Any]) -> str:
+    """What an ``is_rows_document`` row of a JSON Lines file is, and what to do with it."""
+    name, rows = next(iter(row.items()))
+    return (
+        f"a JSON document of rows ('{name}' lists {_rows_count(rows)}) inside a JSON Lines "
+        "file, whose every line is one row; split it out into a .json file of its own, or "
+        "write its rows one a line"
+    )
 
 
 def _rows_count(rows: list[Any]) -> str:

@@ -284,16 +284,20 @@ def _row_prompt(
     except RowError as err:
         cased = other_case(row, {"prompt_column": prompt_column, "system_column": system_column})
         fix = f"; its columns are named in another case: {spell_setting(*cased)}" if cased else ""
-        fix = fix or _prompt_like(row, prompt_column)
+        fix = fix or _prompt_like(row, prompt_column, where)
         raise DataError(f"{where}: {err.message}{fix}") from None
     return prompt
 
 
-def _prompt_like(row: dict[str, Any], prompt_column: str) -> str:
+def _prompt_like(row: dict[str, Any], prompt_column: str, where: str) -> str:
     """A missing prompt column's fix where the row holds the prompt under a well-known name
     (a question / instruction column): "missing field 'prompt'" alone did not say which."""
     if prompt_column in row:
         return ""
+    from directpo.pair_rows import is_rows_document, rows_document_said
+
+    if is_rows_document(row) and ": line " in where:  # ({"data": [rows]} on a JSON Lines line)
+        return f"; it is {rows_document_said(row)}"
     named = {name.lower(): name for name in row if isinstance(name, str)}
     found = next((named[name] for name in PROMPT_LIKE_COLUMNS if name in named), None)
     return f"; {spell_setting(('prompt_column', found))}" if found else ""
