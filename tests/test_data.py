@@ -2257,3 +2257,16 @@ def test_a_dataset_viewers_rows_answer_is_read_as_its_rows(tmp_path: Path) -> No
     )
     read = load_preferences(str(tmp_path / "cut.json"), skip_invalid_rows=True)
     assert [e.prompt for e in read.examples] == [ROWS[0]["prompt"]]
+
+
+def test_a_first_row_without_its_prompt_does_not_make_the_file_implicit(tmp_path: Path) -> None:
+    """A first row without 'prompt' made the whole file's layout implicit: every later row's
+    prompt went unread (each refused as sharing no prefix). Row 1 is the bad row; the next
+    one gives the layout, and skip_invalid_rows skips row 1 alone."""
+    path = write_jsonl(tmp_path / "f.jsonl", [{"chosen": " a", "rejected": " b"}, *ROWS])
+    with pytest.raises(DataError) as err:
+        load_preferences(str(path))
+    assert str(err.value) == f"{path}: line 1: no field 'prompt' (the other rows have it)"
+    read = load_preferences(str(path), skip_invalid_rows=True)
+    assert read.layout == "explicit" and read.skipped == {"missing field": 1}
+    assert [e.prompt for e in read.examples] == [r["prompt"] for r in ROWS]

@@ -169,7 +169,7 @@ def preferences_of_rows(
     rated: tuple[str, str] | None = None  # the columns rating each side (score_chosen, ...)
     ties = 0  # pairs rated alike (kept as labelled), the first one said
     first_tie: str | None = None
-    rows = iter(rows)  # (a row 1 short of a column reads a sample of the rows after it)
+    rows = _Peeked(rows)  # (a row 1 short of a column reads a sample of the rows after it)
     for where, row in rows:
         seen_any = True
         try:
@@ -190,16 +190,24 @@ def preferences_of_rows(
                 try:
                     layout = detect_layout(row, columns, column_names or list(row), label, where)
                 except DataError as err:
-                    sample: list[
-                        tuple[str, Any]
-                    ] = []  # (the columns of a file without a header: row 1's keys)
-                    if column_names is None and not is_rows_document(row):
-                        sample = list(islice(rows, LAYOUT_SAMPLE))
-                        _refuse_if_others_have(row, sample, columns, label, where)
+                    own = column_names is None and not is_rows_document(row)  # (row 1's keys)
+                    if own and (said := _others_have(row, rows.peek(), columns)):
+                        raise DataError(f"{label}: {where}: {said}") from None
                     if not (isinstance(err, OtherFormat) and err.kto):
                         raise
-                    rest = (other for _, other in chain(sample, rows) if isinstance(other, dict))
+                    rest = (other for _, other in rows if isinstance(other, dict))
                     raise DataError(f"{err}{kto_pairs_note(chain([row], rest))}") from None
+                # row 1 without its prompt made the file's layout implicit: the rows with one
+                # were read without it (refused as sharing no prefix, or worse, not); it is a
+                # bad row, and the next row gives the layout
+                unprompted = column_names is None and columns.prompt not in row
+                if (
+                    layout == "implicit"
+                    and unprompted
+                    and (said := _others_have(row, rows.peek(), columns))
+                ):
+                    layout = None
+                    raise RowError("missing field", said)
                 rated = rated_sides(column_names or list(row), columns)
             tie = rating_tie(row, rated)
             examples.append(parse_row(row, layout, columns, f"{label}: {where}", base_dir))
@@ -230,24 +238,38 @@ def preferences_of_rows(
 LAYOUT_SAMPLE = 100
 
 
-def _refuse_if_others_have(
-    row: dict[str, Any], others: Iterable[tuple[str, Any]], columns: Columns, label: str, where: str
-) -> None:
-    """Row 1's own missing field, said as its: the file's columns are read from its first row
-    (a JSON or JSON Lines file has no header), so a first row without 'rejected' refused the
-    whole file as "column 'rejected' not found (columns: prompt, chosen); set chosen_column /
-    rejected_column", though every other row has it. A bounded sample of the rows after it
-    decides; where none of them has the field, the file's message stands."""
+class _Peeked(Iterator[tuple[str, Any]]):
+    """Rows whose next ``LAYOUT_SAMPLE`` can be read ahead and are still iterated."""
+
+    def __init__(self, rows: Iterable[tuple[str, Any]]) -> None:
+        self._rows = iter(rows)
+        self._ahead: list[tuple[str, Any]] = []
+
+    def __next__(self) -> tuple[str, Any]:
+        return self._ahead.pop(0) if self._ahead else next(self._rows)
+
+    def peek(self) -> list[tuple[str, Any]]:
+        self._ahead += islice(self._rows, LAYOUT_SAMPLE - len(self._ahead))
+        return self._ahead
+
+
+def _others_have(
+    row: dict[str, Any], others: Iterable[tuple[str, Any]], columns: Columns
+) -> str | None:
+    """Row 1's own missing field, said as its (or None): the columns of a JSON or JSON Lines
+    file are read from its first row (it has no header), so a first row without 'rejected'
+    refused the whole file as "column 'rejected' not found (columns: prompt, chosen); set
+    chosen_column / rejected_column", and one without 'prompt' read every row as implicit,
+    though every other row has it. A bounded sample of the rows after it decides; where none
+    of them has the field, the file's own message stands."""
     keys = [key for key in (columns.chosen, columns.rejected, columns.prompt) if key not in row]
-    if not keys:
-        return
     held = [other for _, other in others if isinstance(other, dict)]
     missing = [key for key in keys if any(key in other for other in held)]
-    if missing:
-        fields = ", ".join(f"'{key}'" for key in missing)
-        noun = "field" if len(missing) == 1 else "fields"
-        them = "it" if len(missing) == 1 else "them"
-        raise DataError(f"{label}: {where}: no {noun} {fields} (the other rows have {them})")
+    if not missing:
+        return None
+    fields = ", ".join(f"'{key}'" for key in missing)
+    noun, them = ("field", "it") if len(missing) == 1 else ("fields", "them")
+    return f"no {noun} {fields} (the other rows have {them})"
 
 
 def read_rows(source: str | Any, name: str | None = None) -> list[tuple[str, dict[str, Any]]]:
