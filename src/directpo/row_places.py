@@ -17,7 +17,6 @@ import contextlib
 import os
 import weakref
 from collections.abc import Iterable, Iterator
-from itertools import chain
 from typing import Any
 
 from directpo.data_text import COMPRESSED, open_text
@@ -72,12 +71,25 @@ def placed_rows(dataset: Any, rows: Iterable[tuple[str, Any]]) -> Iterable[tuple
     if not hasattr(dataset, "__len__"):  # (a stream: its rows are not counted ahead)
         return rows  # (selected or shuffled rows: their files' order is not theirs)
     try:
-        if sum(1 for _ in chain.from_iterable(map(_places, files))) != len(dataset):
+        if sum(map(_count, files)) != len(dataset):
             return rows
     except (DataError, OSError, ValueError, EOFError):
         return rows  # (a file directpo cannot read as datasets did: places in the whole)
     places = (f"{_shown(path)}: {place}" for path in files for place in _places(path))
     return ((next(places, where), row) for where, row in rows)
+
+
+# rows counted per file, by (path, size, modified): a mixture opens its source twice (to count
+# its rows, then to read the kept ones), and a CSV or JSON file's rows are counted by parsing
+_COUNTS: dict[tuple[str, int, int], int] = {}
+
+
+def _count(path: str) -> int:
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _COUNTS:
+        _COUNTS[key] = sum(1 for _ in _places(path))
+    return _COUNTS[key]
 
 
 def _weakly_held(dataset: Any) -> bool:
