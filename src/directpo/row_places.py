@@ -65,7 +65,10 @@ def remember_saved_files(dataset: Any) -> None:
 def placed_rows(dataset: Any, rows: Iterable[tuple[str, Any]]) -> Iterable[tuple[str, Any]]:
     """``rows`` of ``dataset`` (as "row i"), each said by its file's place where the dataset's
     files are noted and their rows add up to its own; else ``rows`` as they are."""
-    files = _FILES.get(dataset) if _weakly_held(dataset) else None
+    try:
+        files = _FILES.get(dataset)
+    except TypeError:  # (an object of no weak reference or hash: a table of Python's own)
+        files = None
     if files is None or getattr(dataset, "_indices", None) is not None:
         return rows
     if not hasattr(dataset, "__len__"):  # (a stream: its rows are not counted ahead)
@@ -90,14 +93,6 @@ def _count(path: str) -> int:
     if key not in _COUNTS:
         _COUNTS[key] = sum(1 for _ in _places(path))
     return _COUNTS[key]
-
-
-def _weakly_held(dataset: Any) -> bool:
-    try:
-        weakref.ref(dataset)
-    except TypeError:
-        return False
-    return True
 
 
 def _places(path: str) -> Iterator[str]:
