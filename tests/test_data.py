@@ -2257,6 +2257,9 @@ def test_a_dataset_viewers_rows_answer_is_read_as_its_rows(tmp_path: Path) -> No
     )
     read = load_preferences(str(tmp_path / "cut.json"), skip_invalid_rows=True)
     assert [e.prompt for e in read.examples] == [ROWS[0]["prompt"]]
+    (tmp_path / "rows.jsonl").write_text(json.dumps(answer) + "\n")  # (saved as .jsonl too)
+    read = load_preferences(str(tmp_path / "rows.jsonl"), skip_invalid_rows=True)
+    assert [e.prompt for e in read.examples] == [ROWS[0]["prompt"]]
 
 
 def test_a_first_row_without_its_prompt_does_not_make_the_file_implicit(tmp_path: Path) -> None:

@@ -120,6 +120,8 @@ def json_document(path: str) -> dict[str, Any] | None:
             one_line = long_line
     if not isinstance(data, dict):
         return None
+    if _viewer_rows(data) is not None:  # (the dataset viewer's /rows answer saved as .jsonl)
+        return data
     if one_line and list(data.values()) == [[]] and not any(word in data for word in ROW_WORDS):
         return data  # {"data": []}: no rows, as the .json file says (not "column not found")
     # a list of row objects, not of a row's messages ({"role": ..., "content": ...})
