@@ -245,3 +245,33 @@ def test_a_template_fix_is_said_in_the_python_callers_words(tmp_path):
     said = str(refused.value)
     assert "pass ImplicitReward a tokenizer that has one (its tokenizer argument)" in said
     assert "chat_template option" not in said
+
+
+def test_a_rows_missing_responses_are_fixed_in_the_callers_words() -> None:
+    """rank's row without its responses: the option and the command named as the caller
+    writes them (a Python caller of rank_file was told ``--responses_column`` and
+    ``directpo score``, which its call does not take)."""
+    from directpo.callers import Caller, Entry, Spelling, speaking_as
+    from directpo.command_row_parsers import require_responses
+    from directpo.errors import DataError
+
+    said = {}
+    for spelling in (Spelling.FLAGS, Spelling.PYTHON):
+        for row in (
+            {"prompt": "p", "outputs": ["a"]},
+            {"prompt": "p", "chosen": "a", "rejected": "b"},
+        ):
+            with speaking_as(Caller(spelling, Entry.FOLDER)), pytest.raises(DataError) as err:
+                require_responses(row, "responses", "responses_column", "f.jsonl: line 1", {})
+            said[spelling, "chosen" in row] = str(err.value)
+    assert said[Spelling.FLAGS, False].endswith(
+        "name the field of its responses with --responses_column"
+    )
+    assert said[Spelling.PYTHON, False].endswith(
+        "name the field of its responses with responses_column=..."
+    )
+    assert "a preference pair: score it with directpo score (" in said[Spelling.FLAGS, True]
+    assert (
+        "a preference pair: score it with score_file(ScoreOptions(...)) ("
+        in said[Spelling.PYTHON, True]
+    )
