@@ -459,6 +459,33 @@ def test_a_best_metric_spelled_near_a_named_sets_metric_is_told_it() -> None:
                                                     2, logged).value)  # fmt: skip
 
 
+def test_a_best_metric_no_evaluation_logs_is_said_as_its_caller_set_it() -> None:
+    """metric_for_best_model no evaluation logs: a flag's and a keyword's user were told the
+    recipe's key ('metric_for_best_model: evaluations log no eval/accuracy'); each reads its
+    own, and the key alone where no one set it (the default)."""
+    from directpo.best import BestModel, metric_name
+    from directpo.callers import Caller, Entry, Spelling, speaking_as
+
+    config = DPOConfig(
+        model_name_or_path="m", train_file="t.jsonl", eval_steps=2, load_best_model_at_end=True,
+        metric_for_best_model="eval_accuracy",
+    )  # fmt: skip
+    said = {}
+    for spelling in Spelling:
+        with speaking_as(Caller(spelling, Entry.TRAIN)), pytest.raises(ConfigError) as err:
+            BestModel(metric_name("eval_accuracy")).check_logged({"eval/loss": 0.5}, config)
+        said[spelling] = str(err.value).split(": evaluations log no eval/accuracy")[0]
+    assert said == {
+        Spelling.RECIPE: "metric_for_best_model",
+        Spelling.FLAGS: "--metric_for_best_model eval_accuracy",
+        Spelling.PYTHON: "metric_for_best_model='eval_accuracy'",
+    }
+    config.metric_for_best_model = None
+    with speaking_as(Caller(Spelling.FLAGS, Entry.TRAIN)), pytest.raises(ConfigError) as err:
+        BestModel("eval/loss").check_logged({"eval/reward": 0.5}, config)
+    assert str(err.value).startswith("metric_for_best_model: evaluations log no eval/loss")
+
+
 def test_a_best_metric_no_evaluation_logs_is_refused_at_the_first_evaluation() -> None:
     """metric_for_best_model naming a training metric (online/reward_mean) or a typo used to
     be ignored: the final folder silently held the last weights, not the best."""
@@ -789,8 +816,9 @@ def test_a_best_metric_no_evaluation_logs_is_refused_before_the_first_step(
     )  # fmt: skip
     with pytest.raises(ConfigError) as err:
         train(config, echo=lines.append)
-    assert str(err.value).startswith(
-        "metric_for_best_model: evaluations log no eval/accuracy (they log eval/entropy, "
+    assert str(err.value).startswith(  # (a keyword's user reads the keyword it passed)
+        "metric_for_best_model='eval_accuracy': evaluations log no eval/accuracy (they log "
+        "eval/entropy, "
     )
     assert "eval/rewards/accuracies" in str(err.value)
     assert not any(line.startswith("step ") for line in lines)  # no step trained
