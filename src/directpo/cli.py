@@ -32,6 +32,7 @@ from directpo.cli_flags import (
     attach_negative_values,
     end_of_options,
     flag_value,
+    launcher_rank_dropped,
     option_kinds,
     refuse_data_file,
     replaced_values,
@@ -367,7 +368,7 @@ def _run_command(typed: list[str]) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_FLAGS:
         # (directpo --verison printed the whole help; --beta 0.2 read 0.2 as the command)
         raise ConfigError(_unknown_top_level(argv[0], argv[1:]))
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(launcher_rank_dropped(argv))
     if args.command is None:
         parser.print_help()
         return 2
