@@ -24,6 +24,7 @@ from directpo.callers import (
 )
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.option_paths import refuse_moved_or_copied_record
 from directpo.trl_compat import ALIASES
 
 
@@ -260,7 +261,9 @@ def config_file(path: str, options: dict[str, Any]) -> DPOConfig:
     It was a TypeError ("takes a directpo.DPOConfig, got builtins.str"); a string that names no
     file, such as a model folder (TRL's ``DPOTrainer("model-id", ...)`` order), is said so."""
     if os.path.isfile(path) or path.endswith((".yaml", ".yml")):
-        return _recipe_config(path, options)
+        built = _recipe_config(path, options)
+        refuse_moved_or_copied_record(path, built, options)  # (in the keywords' words)
+        return built
     kind = "a folder" if os.path.isdir(path) else "no file"
     raise ConfigError(
         f"train({path!r}): the first argument is the config (a DPOConfig, a YAML file or a "

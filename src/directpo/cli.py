@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from directpo.after_run import next_steps, resume_command
-from directpo.callers import Caller, Entry, Spelling, as_command, command_caller
+from directpo.callers import (
+    Caller,
+    Entry,
+    Spelling,
+    as_command,
+    command_caller,
+    written_as,
+)
 from directpo.cli_flags import (
     BOOLEAN,
     LIST,
@@ -426,19 +433,16 @@ def _run_with_yaml(command: Command, argv: list[str], typed: list[str]) -> int:
         # (a config file not there: the flags may name the data, its rows said)
         raise with_others(err, command.options, None, overrides) from None
     if command.options is DPOConfig:
-        from directpo.option_paths import copied_record, moved_run
+        from directpo.option_paths import refuse_moved_or_copied_record
 
         for note in beside_config(config_file, options, overrides):
             if first_rank():
                 print(f"directpo: note: {note}", file=sys.stderr)
 
-        for check in (moved_run, copied_record):
-            refused = check(
-                config_file, options.output_dir, options.resume_from_checkpoint,
-                overrides,
-            )  # fmt: skip
-            if refused is not None:
-                raise refused
+        # (a resume given as a flag is told the flag to add; the file's caller its key)
+        flagged = "resume_from_checkpoint" in overrides
+        with written_as(Spelling.FLAGS) if flagged else contextlib.nullcontext():
+            refuse_moved_or_copied_record(config_file, options, overrides)
     refuse_missing_paths(options)  # (before the run's imports: seconds)
     code = command.run(options)
     if code and first_rank():  # (a stopped run: its checkpoint is written)
