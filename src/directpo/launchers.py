@@ -222,8 +222,9 @@ def launcher_mode(mode: str, offload: bool) -> str:
     if asked("ACCELERATE_USE_DEEPSPEED"):
         raise ConfigError(
             "accelerate launch's config asks for DeepSpeed, which directpo does not run: launch "
-            "without deepspeed_config (or with torchrun) and set distributed: fsdp (FSDP2 "
-            "shards policy, gradients and optimizer state, as ZeRO-3 does)"
+            "without deepspeed_config (or with torchrun) and "
+            f"{spell_setting(('distributed', 'fsdp'))} (FSDP2 shards policy, gradients and "
+            "optimizer state, as ZeRO-3 does)"
         )
     if not asked("ACCELERATE_USE_FSDP"):
         return mode
