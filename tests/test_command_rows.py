@@ -275,3 +275,22 @@ def test_a_rows_missing_responses_are_fixed_in_the_callers_words() -> None:
         "a preference pair: score it with score_file(ScoreOptions(...)) ("
         in said[Spelling.PYTHON, True]
     )
+
+
+def test_a_row_of_several_responses_names_rank_as_its_caller_runs_it(tmp_path) -> None:
+    """score's row holding a list of responses: "use directpo rank" was said in Python too."""
+    from directpo.callers import Caller, Entry, Spelling, speaking_as
+    from directpo.command_options import ScoreOptions
+    from directpo.command_row_parsers import score_item
+    from directpo.errors import DataError
+
+    columns = dict(prompt_column="prompt", response_column="response")
+    columns |= dict(chosen_column="chosen", rejected_column="rejected")
+    options = ScoreOptions(model_name_or_path="m", input="in.jsonl", output="o.jsonl", **columns)
+    row = {"prompt": "p", "response": ["a", "b"]}
+    said = {}
+    for spelling in (Spelling.FLAGS, Spelling.PYTHON):
+        with speaking_as(Caller(spelling, Entry.FOLDER)), pytest.raises(DataError) as err:
+            score_item(options, str(tmp_path), "in.jsonl: line 1", row)
+        said[spelling] = str(err.value).rsplit("; use ", 1)[-1]
+    assert said == {Spelling.FLAGS: "directpo rank", Spelling.PYTHON: "rank_file(RankOptions(...))"}

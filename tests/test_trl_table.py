@@ -307,3 +307,17 @@ def test_reward_funcs_naming_a_model_is_told_reward_model_name_or_path(tmp_path)
     online = {"model_name_or_path": "m", "online": True, "prompt_file": str(prompts)}
     built = config_with(None, {**online, "reward_funcs": "org/rm"})
     assert (built.reward_model_name_or_path, built.reward_fn) == ("org/rm", None)
+
+
+def test_do_predict_names_the_command_as_its_caller_runs_it() -> None:
+    """do_predict was told "use directpo generate" in Python too, which runs no command."""
+    said = {}
+    for spelling, where in SOURCES.items():
+        with pytest.raises(ConfigError) as err:
+            translate({"do_predict": True}, KNOWN, where)
+        said[spelling] = str(err.value).rsplit("; use ", 1)[-1]
+    assert said == {
+        Spelling.RECIPE: "directpo generate",
+        Spelling.FLAGS: "directpo generate",
+        Spelling.PYTHON: "generate_file(GenerateOptions(...))",
+    }

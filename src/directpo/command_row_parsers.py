@@ -60,7 +60,9 @@ def score_item(
         row, options.prompt_column, column, label, options.system_column
     )
     if len(given) != 1:
-        raise DataError(f"{label}: field '{column}' holds several responses; use directpo rank")
+        raise DataError(
+            f"{label}: field '{column}' holds several responses; use {spell_command('rank')}"
+        )
     images = row_images(row, label, base_dir, options.prompt_column)
     args = template_args_of(row, prompt, label)
     return with_images(prompt, images), given[0], images, args
