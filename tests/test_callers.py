@@ -18,6 +18,7 @@ from directpo.callers import (
     called_by,
     caller,
     entry_point,
+    speaking_as,
     spell_option,
 )
 from directpo.cli import main
@@ -1065,3 +1066,76 @@ def test_a_step_out_of_memory_and_a_nondeterministic_op_are_said_as_each_caller_
             "step 1: full_determinism: index_add_cuda_ has no deterministic implementation on "
             f"this device (torch.use_deterministic_algorithms); {determinism}"
         )
+
+
+def _refused_line(check) -> str:
+    try:
+        check()
+    except Exception as error:  # noqa: BLE001 (each check's own error class)
+        return str(error)
+    raise AssertionError("not refused")
+
+
+def _launcher_fsdp(monkeypatch) -> str:
+    from directpo.launchers import launcher_mode
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_OFFLOAD_PARAMS", "true")
+    return _refused_line(lambda: launcher_mode("auto", False))
+
+
+def _launcher_bf16(monkeypatch) -> str:
+    import torch
+
+    from directpo.launchers import check_launcher_precision
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    return _refused_line(lambda: check_launcher_precision(torch.float32))
+
+
+def _custom_code(monkeypatch) -> str:
+    from directpo.models import _load_hint
+
+    class Options:
+        trust_remote_code = False
+
+    return _load_hint(ValueError("requires you to execute custom code"), Options(), None)
+
+
+# (each was said in a recipe's words to every caller: 'set fsdp_offload: true', 'bf16: true',
+# 'allow its code with trust_remote_code: true', to a flag's and a keyword's user)
+HARD_CODED_SETTINGS = [
+    (
+        _launcher_fsdp,
+        "offload_params: set fsdp_offload: true (with distributed: fsdp)",
+        "offload_params: give --fsdp_offload (with --distributed fsdp)",
+        "offload_params: pass fsdp_offload=True (with distributed='fsdp')",
+    ),
+    (
+        _launcher_bf16,
+        "in float32: set bf16: true, or",
+        "in float32: give --bf16, or",
+        "in float32: pass bf16=True, or",
+    ),
+    (
+        _custom_code,
+        "; allow its code: set trust_remote_code: true",
+        "; allow its code: give --trust_remote_code",
+        "; allow its code: pass trust_remote_code=True",
+    ),
+]
+
+
+@pytest.mark.parametrize(("said", "recipe", "flags", "python"), HARD_CODED_SETTINGS)
+def test_a_settings_fix_written_in_one_callers_words_is_each_callers(
+    said, recipe, flags, python, monkeypatch
+) -> None:
+    """A fix that hard-coded a recipe's ``key: true`` reads as each caller sets it."""
+    for spelling, expected in (
+        (Spelling.RECIPE, recipe),
+        (Spelling.FLAGS, flags),
+        (Spelling.PYTHON, python),
+    ):
+        with speaking_as(Caller(spelling, Entry.TRAIN)):
+            line = said(monkeypatch)
+        assert expected in line, (spelling, line)

@@ -459,6 +459,33 @@ def test_a_best_metric_spelled_near_a_named_sets_metric_is_told_it() -> None:
                                                     2, logged).value)  # fmt: skip
 
 
+def test_a_best_metric_no_evaluation_logs_is_said_as_its_caller_set_it() -> None:
+    """metric_for_best_model no evaluation logs: a flag's and a keyword's user were told the
+    recipe's key ('metric_for_best_model: evaluations log no eval/accuracy'); each reads its
+    own, and the key alone where no one set it (the default)."""
+    from directpo.best import BestModel, metric_name
+    from directpo.callers import Caller, Entry, Spelling, speaking_as
+
+    config = DPOConfig(
+        model_name_or_path="m", train_file="t.jsonl", eval_steps=2, load_best_model_at_end=True,
+        metric_for_best_model="eval_accuracy",
+    )  # fmt: skip
+    said = {}
+    for spelling in Spelling:
+        with speaking_as(Caller(spelling, Entry.TRAIN)), pytest.raises(ConfigError) as err:
+            BestModel(metric_name("eval_accuracy")).check_logged({"eval/loss": 0.5}, config)
+        said[spelling] = str(err.value).split(": evaluations log no eval/accuracy")[0]
+    assert said == {
+        Spelling.RECIPE: "metric_for_best_model",
+        Spelling.FLAGS: "--metric_for_best_model eval_accuracy",
+        Spelling.PYTHON: "metric_for_best_model='eval_accuracy'",
+    }
+    config.metric_for_best_model = None
+    with speaking_as(Caller(Spelling.FLAGS, Entry.TRAIN)), pytest.raises(ConfigError) as err:
+        BestModel("eval/loss").check_logged({"eval/reward": 0.5}, config)
+    assert str(err.value).startswith("metric_for_best_model: evaluations log no eval/loss")
+
+
 def test_a_best_metric_no_evaluation_logs_is_refused_at_the_first_evaluation() -> None:
     """metric_for_best_model naming a training metric (online/reward_mean) or a typo used to
     be ignored: the final folder silently held the last weights, not the best."""
@@ -789,8 +816,9 @@ def test_a_best_metric_no_evaluation_logs_is_refused_before_the_first_step(
     )  # fmt: skip
     with pytest.raises(ConfigError) as err:
         train(config, echo=lines.append)
-    assert str(err.value).startswith(
-        "metric_for_best_model: evaluations log no eval/accuracy (they log eval/entropy, "
+    assert str(err.value).startswith(  # (a keyword's user reads the keyword it passed)
+        "metric_for_best_model='eval_accuracy': evaluations log no eval/accuracy (they log "
+        "eval/entropy, "
     )
     assert "eval/rewards/accuracies" in str(err.value)
     assert not any(line.startswith("step ") for line in lines)  # no step trained
@@ -1450,7 +1478,8 @@ def test_a_copied_runs_config_yaml_does_not_write_into_the_original_run(
     assert main(["train", str(copy / "config.yaml")]) == 2
     err = capsys.readouterr().err
     assert f"copy/config.yaml is the record of the run in {run} (copied or moved here?)" in err
-    assert f"give --output_dir (a new folder, or {copy} to rerun here)" in err and not started
+    # (the file's caller is told its key; it was told a flag, as a resume given as one is)
+    assert f"set output_dir (a new folder, or {copy} to rerun here)" in err and not started
     for given in ([str(run / "config.yaml")], [str(run / "checkpoint-1" / "config.yaml")],
                   [str(copy / "config.yaml"), "--output_dir", str(copy)]):  # fmt: skip
         assert main(["train", *given]) == 0
@@ -1510,7 +1539,48 @@ def test_a_copied_runs_record_resumes_the_copy_or_says_which(
     loose = tmp_path / "edited.yaml"  # (the record copied beside the user's files, edited)
     config.save_record(loose)
     assert main(["train", str(loose)]) == 2
-    assert "give --output_dir (a new folder)\n" in capsys.readouterr().err
+    assert "set output_dir (a new folder)\n" in capsys.readouterr().err
+
+
+def test_a_copied_runs_record_is_refused_to_python_and_in_each_callers_words(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """``train("copy/config.yaml")`` wrote into the original run's folder (only the CLI checked
+    a copied record), and ``directpo train copy/config.yaml`` was told 'give --output_dir' for
+    a file it ran: each caller now reads its own words."""
+    from directpo.callers import Caller, Entry, Spelling, speaking_as
+    from directpo.option_paths import refuse_moved_or_copied_record
+    from directpo.trainer import train
+
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    config = DPOConfig(
+        model_name_or_path=str(tiny_model_dirs["gpt2"]), train_file=str(pairs_file),
+        output_dir=str(run),
+    )  # fmt: skip
+    for folder in (run, copy):
+        folder.mkdir()
+        config.save_record(folder / "config.yaml")
+        (folder / "metrics.jsonl").write_text("")
+    with pytest.raises(ConfigError) as err:
+        train(str(copy / "config.yaml"), echo=None)
+    assert str(err.value).endswith(f"pass output_dir=... (a new folder, or {copy} to rerun here)")
+    assert not (run / "checkpoint-1").exists()
+    for folder in (run, copy):  # (a resume of the copy's latest: the original's was taken)
+        (folder / "checkpoint-2").mkdir()
+    said = {}
+    for spelling in Spelling:
+        with speaking_as(Caller(spelling, Entry.TRAIN)), pytest.raises(ConfigError) as err:
+            resumed = dataclasses.replace(config, resume_from_checkpoint="latest")
+            refuse_moved_or_copied_record(str(copy / "config.yaml"), resumed, {})
+        said[spelling] = str(err.value).split("; ")[-1]
+    assert said == {
+        Spelling.RECIPE: f"set output_dir: {copy} to resume this copy (or output_dir: {run} to "
+        "go on with that run)",
+        Spelling.FLAGS: f"give --output_dir {copy} to resume this copy (or --output_dir {run} "
+        "to go on with that run)",
+        Spelling.PYTHON: f"pass output_dir='{copy}' to resume this copy (or output_dir='{run}' "
+        "to go on with that run)",
+    }
 
 
 def test_a_staged_checkpoint_whose_manifest_was_cut_short_is_no_checkpoint(tmp_path) -> None:

@@ -448,3 +448,20 @@ def test_an_option_to_remove_is_named_as_its_source_wrote_it(tmp_path, monkeypat
     (tmp_path / "peft.yaml").write_text("use_peft: true\nlora_r: 0\n")
     assert main(["train", "peft.yaml"]) == 2
     assert "; remove lora_r for rank 16 (TRL's default), or use_peft to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "generate"])
+@pytest.mark.parametrize(
+    "rank", [["--local_rank=0"], ["--local-rank=1"], ["--local_rank", "0"]], ids=str
+)
+def test_a_launchers_local_rank_is_taken_by_every_command(command, rank, tmp_path, capsys) -> None:
+    """The deepspeed launcher (and torch.distributed.launch) appends --local_rank=N to each
+    process's command line: score / rank / generate refused it as an unknown option, as train
+    (which takes TRL's local_rank) did not. It is taken and left (LOCAL_RANK says the rank)."""
+    argv = [command, *rank, "--model_name_or_path", str(tmp_path / "nope")]
+    argv += ["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")]
+    assert main(argv) == 2  # (the missing input's refusal: the run got past the flags)
+    err = capsys.readouterr().err
+    assert "in.jsonl" in err and "--local" not in err
+    assert main([command, "--local_rnk=0", *argv[1 + len(rank) :]]) == 2
+    assert "unknown option '--local_rnk'" in capsys.readouterr().err  # (a typo is still said)

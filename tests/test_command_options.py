@@ -174,3 +174,17 @@ def test_the_input_file_as_the_output_is_refused(tmp_path, capsys, monkeypatch) 
             "--output", "new.jsonl"]  # fmt: skip
     assert main(argv) == 2
     assert "is the input file" not in capsys.readouterr().err
+
+
+def test_a_missing_required_option_is_named_as_its_caller_gives_it() -> None:
+    """score_file(ScoreOptions(model_name_or_path=...)) without input / output was told
+    "--input is required", a flag, in Python: it names the keywords; the CLI keeps its flags."""
+    from directpo.errors import ConfigError
+    from directpo.reward_files import score_file
+
+    with pytest.raises(ConfigError) as err:
+        score_file(ScoreOptions(model_name_or_path="x"))
+    assert str(err.value).splitlines()[1:] == [
+        "  input=... is required",
+        "  output=... is required",
+    ]

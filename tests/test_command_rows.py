@@ -245,3 +245,52 @@ def test_a_template_fix_is_said_in_the_python_callers_words(tmp_path):
     said = str(refused.value)
     assert "pass ImplicitReward a tokenizer that has one (its tokenizer argument)" in said
     assert "chat_template option" not in said
+
+
+def test_a_rows_missing_responses_are_fixed_in_the_callers_words() -> None:
+    """rank's row without its responses: the option and the command named as the caller
+    writes them (a Python caller of rank_file was told ``--responses_column`` and
+    ``directpo score``, which its call does not take)."""
+    from directpo.callers import Caller, Entry, Spelling, speaking_as
+    from directpo.command_row_parsers import require_responses
+    from directpo.errors import DataError
+
+    said = {}
+    for spelling in (Spelling.FLAGS, Spelling.PYTHON):
+        for row in (
+            {"prompt": "p", "outputs": ["a"]},
+            {"prompt": "p", "chosen": "a", "rejected": "b"},
+        ):
+            with speaking_as(Caller(spelling, Entry.FOLDER)), pytest.raises(DataError) as err:
+                require_responses(row, "responses", "responses_column", "f.jsonl: line 1", {})
+            said[spelling, "chosen" in row] = str(err.value)
+    assert said[Spelling.FLAGS, False].endswith(
+        "name the field of its responses with --responses_column"
+    )
+    assert said[Spelling.PYTHON, False].endswith(
+        "name the field of its responses with responses_column=..."
+    )
+    assert "a preference pair: score it with directpo score (" in said[Spelling.FLAGS, True]
+    assert (
+        "a preference pair: score it with score_file(ScoreOptions(...)) ("
+        in said[Spelling.PYTHON, True]
+    )
+
+
+def test_a_row_of_several_responses_names_rank_as_its_caller_runs_it(tmp_path) -> None:
+    """score's row holding a list of responses: "use directpo rank" was said in Python too."""
+    from directpo.callers import Caller, Entry, Spelling, speaking_as
+    from directpo.command_options import ScoreOptions
+    from directpo.command_row_parsers import score_item
+    from directpo.errors import DataError
+
+    columns = dict(prompt_column="prompt", response_column="response")
+    columns |= dict(chosen_column="chosen", rejected_column="rejected")
+    options = ScoreOptions(model_name_or_path="m", input="in.jsonl", output="o.jsonl", **columns)
+    row = {"prompt": "p", "response": ["a", "b"]}
+    said = {}
+    for spelling in (Spelling.FLAGS, Spelling.PYTHON):
+        with speaking_as(Caller(spelling, Entry.FOLDER)), pytest.raises(DataError) as err:
+            score_item(options, str(tmp_path), "in.jsonl: line 1", row)
+        said[spelling] = str(err.value).rsplit("; use ", 1)[-1]
+    assert said == {Spelling.FLAGS: "directpo rank", Spelling.PYTHON: "rank_file(RankOptions(...))"}

@@ -821,7 +821,7 @@ def test_an_accelerate_configs_fsdp_or_deepspeed_is_not_ignored(
     train(tiny_config(tiny_model_dirs["llama"], five_pairs, tmp_path / "auto"), echo=lines.append)
     assert any(" x 1 processes (fsdp)" in line for line in lines if line.startswith("training"))
     for env, options, message in (
-        ({"FSDP_OFFLOAD_PARAMS": "true"}, {}, "set fsdp_offload: true"),
+        ({"FSDP_OFFLOAD_PARAMS": "true"}, {}, "pass fsdp_offload=True"),  # (train()'s words)
         ({}, {"distributed": "ddp"}, "asks for FSDP but distributed is ddp"),
         ({"ACCELERATE_USE_DEEPSPEED": "true"}, {}, "asks for DeepSpeed, which directpo does not"),
     ):
@@ -843,7 +843,7 @@ def test_an_accelerate_configs_mixed_precision_is_not_ignored(
     default (no) leaves the run's own choice."""
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     for options, message in (
-        ({}, "asks for mixed_precision bf16 but this run computes in float32: set bf16: true"),
+        ({}, "asks for mixed_precision bf16 but this run computes in float32: pass bf16=True"),
         ({"bf16": True, "ACCELERATE": "fp16"}, "mixed_precision fp16, which directpo does not"),
     ):
         with monkeypatch.context() as patched:

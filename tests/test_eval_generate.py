@@ -534,8 +534,9 @@ def test_a_best_metric_sampling_does_not_log_is_refused_before_training(
     for metric in (None, "rewards/accuracies", "eval_reward"):
         with pytest.raises(ConfigError) as err:
             train(DPOConfig(**options, metric_for_best_model=metric), echo=lines.append)
+        written = f"={metric!r}" * (metric is not None)  # (as the keyword was passed)
         assert str(err.value) == (
-            f"metric_for_best_model: evaluations log no eval/"
+            f"metric_for_best_model{written}: evaluations log no eval/"
             f"{(metric or 'loss').removeprefix('eval_')} (they log eval/completion_length, "
             "eval/kl)"
         )

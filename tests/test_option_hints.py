@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from directpo import command_options
 from directpo.cli import main
 from directpo.command_options import ScoreOptions
 from directpo.config import DPOConfig, load_config
@@ -280,3 +281,32 @@ def test_a_negated_flag_written_as_a_key_is_told_the_key(tmp_path) -> None:
     assert "  unknown option 'no_such'" in said
     with pytest.raises(ConfigError, match="--no_bf16 is written bf16=False here"):
         DPOConfig(no_bf16=True)
+
+
+@pytest.mark.parametrize(
+    ("build", "said"),
+    [
+        (
+            lambda: ScoreOptions(learning_rate=1e-5),
+            "learning_rate is an option of DPOConfig (train()), not of these options",
+        ),
+        (
+            lambda: command_options.RankOptions(top_k=3),
+            "top_k is an option of GenerateOptions, not of these options",
+        ),
+        (
+            lambda: command_options.GenerateOptions(beta=0.1),
+            "beta is an option of DPOConfig (train()), ScoreOptions and RankOptions, not of",
+        ),
+        (
+            lambda: DPOConfig(responses_column="x"),
+            "responses_column is an option of RankOptions, not",
+        ),
+    ],
+)
+def test_another_classes_option_is_named_by_its_class_to_a_python_caller(build, said) -> None:
+    """A keyword of another options class: a Python caller was told "X is an option of
+    directpo train, not of this command", a command it did not run; it reads the class."""
+    with pytest.raises(ConfigError) as err:
+        build()
+    assert said in str(err.value) and "directpo" not in str(err.value).split(";")[-1]

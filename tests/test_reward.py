@@ -822,7 +822,8 @@ def test_a_model_whose_code_ships_in_its_folder_scores_and_generates_when_truste
     score = ["score", "--model_name_or_path", str(run), "--input", str(pairs)]
     score += ["--output", str(tmp_path / "scored.jsonl")]
     assert main(score) == 2
-    assert "allow its code with trust_remote_code: true" in capsys.readouterr().err
+    # (a command line's user is told the flag: it was told the recipe's key)
+    assert "allow its code: give --trust_remote_code\n" in capsys.readouterr().err
     assert main([*score, "--trust_remote_code", "true"]) == 0
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "The movie was"}])
     generate = ["generate", "--model_name_or_path", str(run), "--input", str(prompts)]

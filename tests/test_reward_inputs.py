@@ -274,7 +274,7 @@ def test_a_reward_model_of_its_own_code_loads_with_trust_remote_code(
         "AutoModelForSequenceClassification": "modeling_tiny_remote_reward.TinyRemoteReward",
     }}  # fmt: skip
     (judge / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="allow its code with trust_remote_code: true$"):
+    with pytest.raises(ModelLoadError, match="allow its code: set trust_remote_code: true$"):
         _reward_model(str(judge), torch.device("cpu"), None)
     score = _reward_model(str(judge), torch.device("cpu"), None, trust_remote_code=True)
     (reward,) = score(["The movie was"], [" great."], [{}])

@@ -8,7 +8,7 @@ from tiny import write_jsonl
 from directpo.config import DPOConfig
 from directpo.data import load_preferences
 from directpo.errors import ConfigError, DataError
-from directpo.row_kinds import other_format, paired_replies
+from directpo.row_kinds import command_rows_fix, other_format, paired_replies
 
 NEEDS = "DPO needs a chosen and a rejected reply per prompt"
 TURNS = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
@@ -241,3 +241,77 @@ def test_score_and_rank_say_nectars_ranked_answers_as_candidates(tmp_path, capsy
         "several replies per prompt ('responses'): rank them with directpo rank (score"
         in (said["score", rank_input, False])
     )
+
+
+# (each was said in one caller's words to all: 'prompt_file with online: true' to a flag's and
+# a keyword's user, 'directpo score --chosen_column a' to a Python caller of rank_file)
+ROW_KIND_FIXES = [
+    (
+        lambda: other_format(["prompt", "completion"]),
+        "prompt_file with online: true",
+        "--prompt_file with --online",
+        "prompt_file=... with online=True",
+    ),
+    (
+        lambda: other_format(["prompt"]),
+        "give this file as prompt_file with online: true,",
+        "give this file as --prompt_file with --online,",
+        "give this file as prompt_file=... with online=True,",
+    ),
+    (
+        lambda: command_rows_fix(["prompt", "response_a", "response_b"], "rank", "prompt"),
+        "score it with directpo score --chosen_column response_a --rejected_column response_b",
+        "score it with directpo score --chosen_column response_a --rejected_column response_b",
+        "score it with score_file(ScoreOptions(chosen_column='response_a', "
+        "rejected_column='response_b'))",
+    ),
+    (
+        lambda: command_rows_fix(["prompt", "response_a", "response_b"], "score", "prompt"),
+        "score it with chosen_column: response_a, rejected_column: response_b",
+        "score it with --chosen_column response_a --rejected_column response_b",
+        "score it with chosen_column='response_a', rejected_column='response_b'",
+    ),
+    (
+        lambda: command_rows_fix(["prompt", "answers"], "score", "prompt"),
+        "rank them with directpo rank --responses_column answers (",
+        "rank them with directpo rank --responses_column answers (",
+        "rank them with rank_file(RankOptions(responses_column='answers')) (",
+    ),
+    (
+        lambda: command_rows_fix(["prompt", "answers"], "rank", "prompt"),
+        "its candidates are in 'answers': responses_column: answers",
+        "its candidates are in 'answers': --responses_column answers",
+        "its candidates are in 'answers': responses_column='answers'",
+    ),
+    (
+        lambda: command_rows_fix(["prompt", "completion", "label"], "rank", "prompt"),
+        "score it with directpo score (",
+        "score it with directpo score (",
+        "score it with score_file(ScoreOptions(...)) (",
+    ),
+    (
+        lambda: command_rows_fix(["prompt"], "rank", "prompt"),
+        "sample responses with directpo generate, whose output directpo rank reads",
+        "sample responses with directpo generate, whose output directpo rank reads",
+        "sample responses with generate_file(GenerateOptions(...)), whose output "
+        "rank_file(RankOptions(...)) reads",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "recipe", "flags", "python"), ROW_KIND_FIXES)
+def test_a_files_kind_is_fixed_in_the_callers_words(make, recipe, flags, python) -> None:
+    """A file of another kind's fix names the options and the command as its caller writes
+    them: a recipe's keys, a command line's flags and ``directpo score``, a Python caller's
+    keywords and ``score_file(ScoreOptions(...))`` (each was told one caller's words)."""
+    from directpo.callers import Caller, Entry, Spelling, speaking_as
+
+    for spelling, expected in (
+        (Spelling.RECIPE, recipe),
+        (Spelling.FLAGS, flags),
+        (Spelling.PYTHON, python),
+    ):
+        entry = Entry.TRAIN if spelling is Spelling.RECIPE else Entry.FOLDER
+        with speaking_as(Caller(spelling, entry)):
+            said = make()
+        assert expected in said, (spelling, said)

@@ -275,3 +275,49 @@ def test_a_trainer_only_argument_is_told_as_train_takes_keywords() -> None:
     for advice in said.values():
         _check_spelling(advice, Spelling.PYTHON, "train()")
         assert not advice.startswith(("set ", "give ")), advice
+
+
+def test_reward_funcs_naming_a_model_is_told_reward_model_name_or_path(tmp_path) -> None:
+    """``reward_funcs: rm/`` (TRL's reward_funcs takes a reward model's folder or hub id) was
+    told "did you mean 'reward_fn'?", an option that takes a function: the model's option is
+    said in each source's words; a function's spelling is still led to reward_fn, and
+    train(reward_funcs="org/rm"), TRL's keyword, sets the model's option."""
+    said = {}
+    for spelling, where in SOURCES.items():
+        for value in ("rm/", ["org/rm"], "rewards.py:score"):
+            with pytest.raises(ConfigError) as err:
+                translate({"reward_funcs": value}, KNOWN, where)
+            said[spelling, str(value)] = str(err.value).split("'; ", 1)[-1]
+    assert said[Spelling.RECIPE, "rm/"] == (
+        "rm/ is a reward model: set reward_model_name_or_path: rm/ (reward_fn takes a function)"
+    )
+    assert said[Spelling.FLAGS, "['org/rm']"] == (
+        "org/rm is a reward model: give --reward_model_name_or_path org/rm (--reward_fn takes "
+        "a function)"
+    )
+    assert said[Spelling.PYTHON, "rm/"] == (
+        "rm/ is a reward model: pass reward_model_name_or_path='rm/' (reward_fn=... takes a "
+        "function)"
+    )
+    assert said[Spelling.RECIPE, "rewards.py:score"] == "did you mean 'reward_fn'?"
+    from directpo.arguments import config_with
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    online = {"model_name_or_path": "m", "online": True, "prompt_file": str(prompts)}
+    built = config_with(None, {**online, "reward_funcs": "org/rm"})
+    assert (built.reward_model_name_or_path, built.reward_fn) == ("org/rm", None)
+
+
+def test_do_predict_names_the_command_as_its_caller_runs_it() -> None:
+    """do_predict was told "use directpo generate" in Python too, which runs no command."""
+    said = {}
+    for spelling, where in SOURCES.items():
+        with pytest.raises(ConfigError) as err:
+            translate({"do_predict": True}, KNOWN, where)
+        said[spelling] = str(err.value).rsplit("; use ", 1)[-1]
+    assert said == {
+        Spelling.RECIPE: "directpo generate",
+        Spelling.FLAGS: "directpo generate",
+        Spelling.PYTHON: "generate_file(GenerateOptions(...))",
+    }

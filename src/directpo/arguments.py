@@ -24,7 +24,8 @@ from directpo.callers import (
 )
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
-from directpo.trl_compat import ALIASES
+from directpo.option_paths import refuse_moved_or_copied_record
+from directpo.trl_compat import ALIASES, reward_model_named
 
 
 def checked_arguments(
@@ -173,9 +174,14 @@ def trainer_arguments(
             f"(.save_pretrained(DIR)) and give {option}=DIR{unchanged}"
         )
     if "reward_funcs" in options:  # OnlineDPOTrainer(reward_funcs=...): reward_fn's values
-        if "reward_fn" in options:
-            problems.append("reward_funcs and reward_fn are both given: use reward_fn")
-        options["reward_fn"] = options.pop("reward_funcs")
+        # (or a reward model's folder / hub id, as TRL's takes one: it was set as reward_fn,
+        # refused as "reward_fn is set but ... nothing is sampled" or as no function)
+        model = reward_model_named(options["reward_funcs"])
+        taker = "reward_model_name_or_path" if model else "reward_fn"
+        if taker in options:
+            problems.append(f"reward_funcs and {taker} are both given: use {taker}")
+        options[taker] = model or options.pop("reward_funcs")
+        options.pop("reward_funcs", None)
     if "quantization_config" in options:
         ported = quantization_options(options.pop("quantization_config"))
         if isinstance(ported, str):
@@ -260,7 +266,9 @@ def config_file(path: str, options: dict[str, Any]) -> DPOConfig:
     It was a TypeError ("takes a directpo.DPOConfig, got builtins.str"); a string that names no
     file, such as a model folder (TRL's ``DPOTrainer("model-id", ...)`` order), is said so."""
     if os.path.isfile(path) or path.endswith((".yaml", ".yml")):
-        return _recipe_config(path, options)
+        built = _recipe_config(path, options)
+        refuse_moved_or_copied_record(path, built, options)  # (in the keywords' words)
+        return built
     kind = "a folder" if os.path.isdir(path) else "no file"
     raise ConfigError(
         f"train({path!r}): the first argument is the config (a DPOConfig, a YAML file or a "

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from directpo.callers import in_askers_words, spell_given
 from directpo.errors import ConfigError
 
 
@@ -55,7 +56,9 @@ class BestModel:
             self.checkpoint = f"checkpoint-{step}"
         return self.keep_checkpoint
 
-    def check_logged(self, names: Iterable[str]) -> None:
+    def check_logged(self, names: Iterable[str], config: Any = None) -> None:
+        """A metric no evaluation logs refused, its option said as ``config``'s caller set
+        it (none: the recipe's key)."""
         names = set(names)
         if self.metric and self.metric not in names:
             sets = [k[5:-5] for k in sorted(names) if _is_set_loss(k)]
@@ -66,7 +69,7 @@ class BestModel:
             close = difflib.get_close_matches(self.metric, evaluated, n=1, cutoff=0.8)
             meant = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(
-                f"metric_for_best_model: evaluations log no {self.metric}{meant} (they log "
+                f"{metric_said(config)}: evaluations log no {self.metric}{meant} (they log "
                 f"{', '.join(evaluated)})"
             )
 
@@ -94,6 +97,18 @@ class BestModel:
             best.checkpoint = saved.get("checkpoint")
             best.evals_without_improvement = saved.get("evals_without_improvement", 0)
         return best
+
+
+def metric_said(config: Any) -> str:
+    """metric_for_best_model as its caller set it: the recipe's key, ``--metric_for_best_model
+    eval_x``, ``metric_for_best_model='eval_x'`` (a flag's and a keyword's user were told the
+    recipe's key); the key alone where no one set it (its default is no one's words)."""
+    name = "metric_for_best_model"
+    value = getattr(config, name, None)
+    if value is None:
+        return name
+    with in_askers_words(config, name, ()):
+        return spell_given(name, value)
 
 
 def _is_set_loss(name: str) -> bool:

@@ -322,6 +322,25 @@ def in_askers_words(config: Any, asked_by: str, unset: Collection[str]) -> Itera
                 yield
 
 
+def spell_command(command: str, *settings: tuple[str, Any]) -> str:
+    """The command ``command`` (score, rank, generate) with ``settings`` as the caller runs it:
+    ``directpo score --chosen_column a`` from a shell (and a recipe's user, whose train
+    recipe does not run score), ``score_file(ScoreOptions(chosen_column='a'))`` in Python (a
+    Python caller was told the CLI command, which its call does not run)."""
+    if caller().spelling is Spelling.PYTHON:
+        given = ", ".join(spell_option(*setting) for setting in settings) or "..."
+        return f"{command}_file({command.capitalize()}Options({given}))"
+    with written_as(Spelling.FLAGS):
+        return " ".join([f"directpo {command}", *(spell_option(*s) for s in settings)])
+
+
+def spell_options(*settings: tuple[str, Any]) -> str:
+    """Options with their values, as a command's caller gives them: ``--a x --b y``,
+    ``a='x', b='y'`` (``a: x, b: y`` in a recipe's words)."""
+    joint = " " if caller().spelling is Spelling.FLAGS else ", "
+    return joint.join(spell_option(*setting, in_recipe=False) for setting in settings)
+
+
 def setting_verb() -> str:
     """How the caller is asked to set an option: ``set`` (a recipe's key), ``give`` (a flag),
     ``pass`` (a keyword)."""

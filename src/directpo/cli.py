@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from directpo.after_run import next_steps, resume_command
-from directpo.callers import Caller, Entry, Spelling, as_command, command_caller
+from directpo.callers import (
+    Caller,
+    Entry,
+    Spelling,
+    as_command,
+    command_caller,
+    written_as,
+)
 from directpo.cli_flags import (
     BOOLEAN,
     LIST,
@@ -32,6 +39,7 @@ from directpo.cli_flags import (
     attach_negative_values,
     end_of_options,
     flag_value,
+    launcher_rank_dropped,
     option_kinds,
     refuse_data_file,
     replaced_values,
@@ -367,7 +375,7 @@ def _run_command(typed: list[str]) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_FLAGS:
         # (directpo --verison printed the whole help; --beta 0.2 read 0.2 as the command)
         raise ConfigError(_unknown_top_level(argv[0], argv[1:]))
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(launcher_rank_dropped(argv))
     if args.command is None:
         parser.print_help()
         return 2
@@ -425,19 +433,16 @@ def _run_with_yaml(command: Command, argv: list[str], typed: list[str]) -> int:
         # (a config file not there: the flags may name the data, its rows said)
         raise with_others(err, command.options, None, overrides) from None
     if command.options is DPOConfig:
-        from directpo.option_paths import copied_record, moved_run
+        from directpo.option_paths import refuse_moved_or_copied_record
 
         for note in beside_config(config_file, options, overrides):
             if first_rank():
                 print(f"directpo: note: {note}", file=sys.stderr)
 
-        for check in (moved_run, copied_record):
-            refused = check(
-                config_file, options.output_dir, options.resume_from_checkpoint,
-                overrides,
-            )  # fmt: skip
-            if refused is not None:
-                raise refused
+        # (a resume given as a flag is told the flag to add; the file's caller its key)
+        flagged = "resume_from_checkpoint" in overrides
+        with written_as(Spelling.FLAGS) if flagged else contextlib.nullcontext():
+            refuse_moved_or_copied_record(config_file, options, overrides)
     refuse_missing_paths(options)  # (before the run's imports: seconds)
     code = command.run(options)
     if code and first_rank():  # (a stopped run: its checkpoint is written)

@@ -87,6 +87,24 @@ def underscored(argv: Sequence[str]) -> list[str]:
     ]
 
 
+def launcher_rank_dropped(argv: Sequence[str]) -> list[str]:
+    """``argv`` (underscored) without the ``--local_rank=N`` (or ``--local_rank N``) that the
+    deepspeed launcher and torch.distributed.launch append to every process's command line:
+    score / rank / generate refused it as an unknown option beside the launch's own line
+    (train accepts it as TRL's local_rank, read from LOCAL_RANK as the launcher sets it)."""
+    kept: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        name, equals, value = token.partition("=")
+        if name != "--local_rank":
+            kept.append(token)
+        elif not equals:  # (its value the next word, where it is a rank)
+            following = next(tokens, None)
+            if following is not None and not following.lstrip("-").isdigit():
+                kept.append(following)
+    return kept
+
+
 # dashes a word processor, a chat app or a web page makes of "--" (em, en, minus, ...)
 TYPOGRAPHIC_DASH = re.compile(r"^[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]+-?([A-Za-z][\w-]*)(=.*)?$")
 

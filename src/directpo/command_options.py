@@ -19,6 +19,7 @@ from directpo.callers import (
     Entry,
     Spelling,
     called_by,
+    spell_name,
     spell_setting,
     spell_value,
     written_as,
@@ -180,7 +181,8 @@ class FileCommandOptions(Options):
             )
         # every problem in one pass: a missing model folder and a missing input were two runs
         keys = ("model_name_or_path", "input", "output")
-        required = [f"--{key} is required" for key in keys if not getattr(self, key)]
+        # (in the caller's words: ScoreOptions(...) in Python was told "--input is required")
+        required = [f"{spell_name(key)} is required" for key in keys if not getattr(self, key)]
         refuse_all(required, self._rows_beside(required))
         for key in self.MODEL_KEYS:  # a run whose final move was killed: finished, then read
             folder = getattr(self, key)

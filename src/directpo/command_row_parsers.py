@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from directpo.callers import said, spell_setting
+from directpo.callers import said, spell_command, spell_name, spell_setting
 from directpo.command_options import GenerateOptions, RankOptions, RewardOptions, ScoreOptions
 from directpo.errors import DataError
 from directpo.messages import Text, is_message_list
@@ -60,7 +60,9 @@ def score_item(
         row, options.prompt_column, column, label, options.system_column
     )
     if len(given) != 1:
-        raise DataError(f"{label}: field '{column}' holds several responses; use directpo rank")
+        raise DataError(
+            f"{label}: field '{column}' holds several responses; use {spell_command('rank')}"
+        )
     images = row_images(row, label, base_dir, options.prompt_column)
     args = template_args_of(row, prompt, label)
     return with_images(prompt, images), given[0], images, args
@@ -138,12 +140,15 @@ def require_responses(
     fix = (
         f"its columns are named in another case: {spell_setting(*cased)}"
         if cased
-        else f"name the field of its responses with --{option}"
+        else f"name the field of its responses with {spell_name(option)}"
     )
     command = "rank" if option == "responses_column" else "score"
     if option == "responses_column" and any(set(pair) <= set(row) for pair in PAIR_FIELDS):
         # (rank of a pairs file was told to name a column, which no column of a pair fits)
-        fix = "a preference pair: score it with directpo score (rank sorts a list of candidates)"
+        fix = (
+            f"a preference pair: score it with {spell_command('score')} (rank sorts a list of "
+            "candidates)"
+        )
     elif not cased and (kind := command_rows_fix(row, command, wanted.get("prompt_column"))):
         fix = kind  # (another trainer's file: a column to name was no fix for it)
     has = fields or "no field"

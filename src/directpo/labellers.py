@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from directpo.callers import Caller, Entry, Spelling, called_by
+from directpo.callers import Caller, Entry, Spelling, called_by, spell_setting
 from directpo.config import DPOConfig
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.hub import cache_only_where_unreachable
@@ -297,7 +297,7 @@ def _openrlhf_head(path: str, trust_remote_code: bool) -> dict[str, str] | None:
 def _unloadable(path: str, exc: Exception, trust_remote_code: bool = False) -> ModelLoadError:
     hint = ""
     if "custom code" in str(exc) and not trust_remote_code:
-        hint = "; allow its code with trust_remote_code: true"
+        hint = f"; allow its code: {spell_setting(('trust_remote_code', True))}"
     return ModelLoadError(
         f"reward_model_name_or_path '{path}': cannot load as a sequence classifier "
         f"({first_line(exc)}){hint}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from directpo.callers import said, spell_setting
 from directpo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -221,20 +222,23 @@ def launcher_mode(mode: str, offload: bool) -> str:
     if asked("ACCELERATE_USE_DEEPSPEED"):
         raise ConfigError(
             "accelerate launch's config asks for DeepSpeed, which directpo does not run: launch "
-            "without deepspeed_config (or with torchrun) and set distributed: fsdp (FSDP2 "
-            "shards policy, gradients and optimizer state, as ZeRO-3 does)"
+            "without deepspeed_config (or with torchrun) and "
+            f"{spell_setting(('distributed', 'fsdp'))} (FSDP2 shards policy, gradients and "
+            "optimizer state, as ZeRO-3 does)"
         )
     if not asked("ACCELERATE_USE_FSDP"):
         return mode
     if mode not in ("auto", "fsdp"):
         raise ConfigError(
-            f"accelerate launch's config asks for FSDP but distributed is {mode}: set "
-            "distributed: fsdp (or auto), or launch without the FSDP config"
+            f"accelerate launch's config asks for FSDP but distributed is {mode}: "
+            f"{spell_setting(('distributed', 'fsdp'))} (or auto), or launch without the FSDP "
+            "config"
         )
     if asked("FSDP_OFFLOAD_PARAMS") and not offload:
         raise ConfigError(
-            "accelerate launch's config asks for fsdp_offload_params: set fsdp_offload: true "
-            "(with distributed: fsdp), or turn it off in the accelerate config"
+            "accelerate launch's config asks for fsdp_offload_params: "
+            f"{spell_setting(('fsdp_offload', True))} (with {said('distributed', 'fsdp')}), or "
+            "turn it off in the accelerate config"
         )
     return "fsdp"
 
@@ -250,10 +254,11 @@ def check_launcher_precision(compute: torch.dtype) -> None:
     if asked in ("fp16", "fp8"):
         raise ConfigError(
             f"accelerate launch's config asks for mixed_precision {asked}, which directpo does "
-            "not run: use bf16 (bf16: true), and launch with --mixed_precision bf16 or no"
+            f"not run: use bf16 ({said('bf16', True)}), and launch with --mixed_precision bf16 "
+            "or no"
         )
     if asked == "bf16" and compute != torch.bfloat16:
         raise ConfigError(
             "accelerate launch's config asks for mixed_precision bf16 but this run computes in "
-            "float32: set bf16: true, or launch with --mixed_precision no"
+            f"float32: {spell_setting(('bf16', True))}, or launch with --mixed_precision no"
         )

@@ -107,7 +107,7 @@ def load_causal_lm(
 def _load_hint(exc: Exception, options: LoadOptions, attention: str | None) -> str:
     """What to change where a load refused an option of the run's (its message names none)."""
     if "custom code" in str(exc) and not options.trust_remote_code:
-        return "; allow its code with trust_remote_code: true"
+        return f"; allow its code: {spell_setting(('trust_remote_code', True))}"
     if attention and "attention" in str(exc).lower():
         # (Gemma 2 refuses sdpa; flash_attention_2 without its package): transformers' words
         # name neither the option nor what runs; auto picks what this model runs

@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Collection
 from dataclasses import fields
 
-from directpo.callers import spell_value
+from directpo.callers import Spelling, caller, spell_value
 
 # a spelling -> the options it may mean, in order: the first the command has is said (--dataset
 # is train's train_file and score's input)
@@ -217,8 +217,20 @@ def elsewhere(name: str, names: Collection[str], flag: str = "--") -> str:
         owners = [command for command, options in every.items() if key in options] if key else []
     if not owners or key in names:
         return ""
+    if caller().spelling is Spelling.PYTHON:  # (a keyword's user builds a class, not a command)
+        owners = [PYTHON_OWNERS[command] for command in owners]
+        said = " and ".join([", ".join(owners[:-1]), owners[-1]] if len(owners) > 1 else owners)
+        return f"; {key} is an option of {said}, not of these options"
     said = " and ".join([", ".join(owners[:-1]), owners[-1]] if len(owners) > 1 else owners)
     return f"; {flag}{key} is an option of directpo {said}, not of this command"
+
+
+# each command's options as a Python caller builds them (ScoreOptions(learning_rate=...) was
+# told "learning_rate is an option of directpo train, not of this command")
+PYTHON_OWNERS = {
+    "train": "DPOConfig (train())", "score": "ScoreOptions", "rank": "RankOptions",
+    "generate": "GenerateOptions", "demo": "DemoOptions", "plot": "PlotOptions",
+}  # fmt: skip
 
 
 def command_options() -> dict[str, set[str]]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from directpo.callers import spell_option
+from directpo.callers import said, spell_option, spell_setting
 from directpo.errors import ConfigError
 from directpo.shell_expansion import home_expanded
 
@@ -245,9 +245,10 @@ def moved_run(
     if not held:
         return None
     return ConfigError(
-        f"resume_from_checkpoint: latest: {output_dir}, {config_file}'s output_dir, holds no "
+        f"{said('resume_from_checkpoint', 'latest')}: {output_dir}, {config_file}'s output_dir, "
+        f"holds no "
         f"checkpoint, while its own folder holds {held[-1]}: the run was moved? resume it "
-        f"there with --output_dir {here}"
+        f"there with {said('output_dir', here)}"
     )
 
 
@@ -258,7 +259,9 @@ def copied_record(
     copy/config.yaml``) names the original run's output_dir, made absolute when recorded: the
     new run wrote there, beside or (overwrite_output_dir: true) over that run's files, and a
     resume of the copy went on from the original's checkpoint, in its folder. Refused where
-    that folder holds a run's files, saying the flag to give; a record of a checkpoint
+    that folder holds a run's files, saying the option to set in the caller's words (a recipe
+    caller was told a flag: ``set output_dir``, ``give --output_dir``, ``pass output_dir=``;
+    a flag's words where the resume was a flag); a record of a checkpoint
     (``out/checkpoint-N/config.yaml``) and one read back from its own folder are the run's."""
     if config_file is None or "output_dir" in flags:
         return None
@@ -278,16 +281,29 @@ def copied_record(
         return ConfigError(
             f"{config_file} is the record of the run in {output_dir} (copied or moved here?): "
             f"resumed as it is, it would go on in that run's folder, from "
-            f"{'its latest checkpoint' if resume == 'latest' else resume}; give --output_dir "
-            f"{here} to resume this copy (or --output_dir {output_dir} to go on with that run)"
+            f"{'its latest checkpoint' if resume == 'latest' else resume}; "
+            f"{spell_setting(('output_dir', here))} to resume this copy (or "
+            f"{said('output_dir', output_dir)} to go on with that run)"
         )
     # (a loose copy of the file, edited into a recipe, has no folder of its own to rerun in)
     rerun = f", or {here} to rerun here" if copy else ""
     return ConfigError(
         f"{config_file} is the record of the run in {output_dir} (copied or moved here?): run "
-        f"as it is, it would write into that run's folder, which holds its files; give "
-        f"--output_dir (a new folder{rerun})"
+        f"as it is, it would write into that run's folder, which holds its files; "
+        f"{spell_setting('output_dir')} (a new folder{rerun})"
     )
+
+
+def refuse_moved_or_copied_record(
+    config_file: str | None, options: Any, flags: Mapping[str, Any]
+) -> None:
+    """``moved_run`` and ``copied_record`` of ``options`` read from ``config_file`` with
+    ``flags`` over it (a command line's, or train()'s keywords: ``train("copy/config.yaml")``
+    wrote into the original run's folder, which only the CLI checked), raised if refused."""
+    for check in (moved_run, copied_record):
+        refused = check(config_file, options.output_dir, options.resume_from_checkpoint, flags)
+        if refused is not None:
+            raise refused
 
 
 def is_record_file(config_file: str) -> bool:

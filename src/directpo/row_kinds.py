@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from directpo.callers import said, spell_command, spell_name, spell_options
+
 NEEDS = "DPO needs a chosen and a rejected reply per prompt"
 WRITE_PAIRS = "write rows of prompt, chosen, rejected"
 # suffixes of two columns holding a pair's replies under one stem (response_a / response_b,
@@ -114,15 +116,21 @@ def other_format(names: Sequence[Any], prompt: str = "prompt") -> str | None:
     if sft is not None:  # (a prompt column is what prompt_file reads: online DPO's prompts)
         online = prompt in has and "messages" not in has
         return f"{sft} as TRL's SFTTrainer reads: {NEEDS}; {WRITE_PAIRS}" + (
-            ", or give the prompts as prompt_file with online: true (docs/online.md)" * online
+            f", or give the prompts as {_online_prompts()} (docs/online.md)" * online
         )
     if prompt in has and has - {prompt} <= PROMPT_EXTRAS:
         return (
             f"prompts alone ({prompt}) as TRL's GRPOTrainer reads: {NEEDS}; give this file as "
-            "prompt_file with online: true, where the pairs are sampled and judged "
-            "(docs/online.md)"
+            f"{_online_prompts()}, where the pairs are sampled and judged (docs/online.md)"
         )
     return None
+
+
+def _online_prompts() -> str:
+    """prompt_file with online on, as the caller sets them: ``prompt_file with online: true``
+    (a recipe), ``--prompt_file with --online``, ``prompt_file=... with online=True`` (every
+    caller was told the recipe's keys)."""
+    return f"{spell_name('prompt_file')} with {said('online', True)}"
 
 
 def kto_pairs_note(rows: Iterable[dict[str, Any]], limit: int = 100_000) -> str:
@@ -180,32 +188,37 @@ def command_rows_fix(names: Sequence[Any], command: str, prompt: str | None) -> 
         return f"text rows (text) as TRL's SFTTrainer reads: {reads}"
     pair = paired_replies(names)
     if pair is not None:
-        flags = f"--chosen_column {pair[0]} --rejected_column {pair[1]}"
+        named = (("chosen_column", pair[0]), ("rejected_column", pair[1]))
         if command == "score":
-            return f"a pair under other names ({pair[0]}, {pair[1]}): score it with {flags}"
+            return (
+                f"a pair under other names ({pair[0]}, {pair[1]}): score it with "
+                f"{spell_options(*named)}"
+            )
         return (
-            f"a pair under other names ({pair[0]}, {pair[1]}): score it with directpo score "
-            f"{flags} (rank sorts a list of candidates)"
+            f"a pair under other names ({pair[0]}, {pair[1]}): score it with "
+            f"{spell_command('score', *named)} (rank sorts a list of candidates)"
         )
     listed = [name for name in names if name in CANDIDATE_COLUMNS]
     if listed:  # (Nectar's answers: a list of candidates under another name)
         if command == "score":  # (rank reads responses, and completions, by default)
-            flag = f" --responses_column {listed[0]}" * (listed[0] not in RANK_READS)
+            given = [("responses_column", listed[0])] * (listed[0] not in RANK_READS)
             return (
-                f"several replies per prompt ('{listed[0]}'): rank them with directpo "
-                f"rank{flag} (score reads one response a row, or a pair)"
+                f"several replies per prompt ('{listed[0]}'): rank them with "
+                f"{spell_command('rank', *given)} (score reads one response a row, or a pair)"
             )
-        return f"its candidates are in '{listed[0]}': --responses_column {listed[0]}"
+        given_here = spell_options(("responses_column", listed[0]))
+        return f"its candidates are in '{listed[0]}': {given_here}"
     single = [name for name in ("response", "completion") if name in has]
     if single and command == "rank":  # (TRL's KTO and prompt-completion rows)
         return (
-            f"one response a row ('{single[0]}'): score it with directpo score (rank sorts a "
-            "list of candidates)"
+            f"one response a row ('{single[0]}'): score it with {spell_command('score')} "
+            "(rank sorts a list of candidates)"
         )
     if prompt in has and has - {prompt} <= PROMPT_EXTRAS - REPLY_LIKE:
         return (
             f"prompts alone ({prompt}) as TRL's GRPOTrainer reads: {reads}; sample responses "
-            "with directpo generate, whose output directpo rank reads as it is"
+            f"with {spell_command('generate')}, whose output {spell_command('rank')} reads as "
+            "it is"
         )
     return None
 

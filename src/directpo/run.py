@@ -211,7 +211,7 @@ def prepare_run(
     if config.precompute_ref_log_probs:
         precompute_run_reference(run, reference_weights)
     # a metric no evaluation logs (a typo, eval_accuracy) failed at the first evaluation
-    run.best.check_logged(_evaluation_metrics(run))
+    run.best.check_logged(_evaluation_metrics(run), config)
     check_free_space(output_dir, run.policy, config, freed=disk_size(replaced))
     _replace_or_resume(run, replaced)
     echo(

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 import directpo
+from directpo.callers import said
 from directpo.errors import first_line
 from directpo.option_paths import cache_home
 from directpo.pair_store import PairStore, pair_store
@@ -97,7 +98,7 @@ def cached_tokenization(
     if problem:
         echo(
             f"{name}: tokenized pairs not cached ({problem}); training goes on (set "
-            "DIRECTPO_CACHE to a writable folder, or cache_tokenized: false)"
+            f"DIRECTPO_CACHE to a writable folder, or {said('cache_tokenized', False)})"
         )
     return tokenized
 

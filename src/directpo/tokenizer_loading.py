@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
+from directpo.callers import said
 from directpo.errors import ModelLoadError, first_line
 from directpo.hub import cache_only_where_unreachable
 from directpo.model_files import check_hub_reachable
@@ -76,7 +77,7 @@ def load_processor(
                 f"processor of the vision-language model '{path}': AutoProcessor loaded its "
                 f"tokenizer alone, not its processor ({named or 'no processor_class named'}: a "
                 "class this transformers does not know, or custom code that needs "
-                "trust_remote_code: true)"
+                f"{said('trust_remote_code', True)})"
             )
         return None
     return processor

@@ -19,6 +19,7 @@ built:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import yaml
@@ -29,6 +30,7 @@ from directpo.callers import (
     caller,
     source_spelling,
     spell_given,
+    spell_name,
     spell_option,
     spell_pair,
     spell_setting,
@@ -396,6 +398,23 @@ NO_STRINGS = ("logging_strategy",)  # TRL's string options with a "no" (YAML's i
 PACKING = ("packing", "eval_packing", "packing_samples", "ds.packing_samples")
 
 
+def reward_model_named(value: Any) -> str | None:
+    """The reward model a TRL ``reward_funcs`` value names (a folder, a hub id: ``rm/``,
+    ``org/rm``; a list of one), else None: a function is ``module:function`` or a .py file's."""
+    if isinstance(value, list | tuple) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str) or ":" in value or value.endswith(".py"):
+        return None
+    return value if "/" in value or os.path.isdir(os.path.expanduser(value)) else None
+
+
+def _reward_model_hint(model: str) -> str:
+    """reward_funcs naming a model: it was told "did you mean 'reward_fn'?", which takes a
+    function; a model's folder or id is reward_model_name_or_path's."""
+    setting = spell_setting(("reward_model_name_or_path", model))
+    return f"; {model} is a reward model: {setting} ({spell_name('reward_fn')} takes a function)"
+
+
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names;
@@ -451,6 +470,8 @@ def _translate(values: dict[str, Any], known: list[str], where: str) -> dict[str
             named = " and ".join(f"'{flag}{name}'" for name in names)
             hint = f"; did you mean {named}?" if names else ""
             hint = hint or unknown_hint(key, [*known, *(["config"] if flag else [])], flag)
+            if key == "reward_funcs" and (model := reward_model_named(value)):
+                hint = _reward_model_hint(model)
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")

@@ -25,6 +25,7 @@ from directpo.callers import (
     Spelling,
     advice_text,  # noqa: F401 (trl_compat's and the tests' name for it)
     caller,
+    spell_command,
     spell_name,
     spell_option,
     spell_setting,
@@ -305,7 +306,7 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], Advice]] = {
     # hinted 'did you mean model_revision?', which loads another model)
     "do_train": (_any, ""),  # read by TRL's scripts, not by the trainer
     "do_eval": (_any, ""),  # directpo evaluates whenever it has eval data
-    "do_predict": (_nothing, "directpo does not predict; use directpo generate"),
+    "do_predict": (_nothing, lambda: f"directpo does not predict; use {spell_command('generate')}"),
     "log_level_replica": (_any, ""),
     "log_on_each_node": (_any, ""),
     "logging_nan_inf_filter": (_any, "directpo skips and counts non-finite steps"),
