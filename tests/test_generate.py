@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, kept_when_interrupted, save_tiny_model, write_jsonl
+from tiny import (
+    SENTIMENT_PAIRS,
+    count_ids_many,
+    kept_when_interrupted,
+    save_tiny_model,
+    write_jsonl,
+)
 from tiny import read_jsonl as read
 
 import directpo.generate as generate
@@ -507,21 +513,13 @@ def test_the_check_before_loading_encodes_a_batch_of_prompts_in_one_call(
     """generate's check of every prompt called the tokenizer once per row (most of a large
     file's time before the model loaded); now once per batch of rows, and a prompt the chat
     template refuses is still said in the file's order among rows refused for their fields."""
-    from directpo.tokenization import PairTokenizer
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before every row was checked")
 
     monkeypatch.setattr(generate_files, "load_causal_lm", refuse)
     monkeypatch.setattr("directpo.prompts.CHECKED_TOGETHER", 4, raising=False)
-    calls: list[int] = []
-    real = PairTokenizer._ids_many
-
-    def counting(self, texts):
-        calls.append(len(texts))
-        return real(self, texts)
-
-    monkeypatch.setattr(PairTokenizer, "_ids_many", counting)
+    calls = count_ids_many(monkeypatch)
     strict = shutil.copytree(model, tmp_path / "strict")
     (strict / "chat_template.jinja").write_text(
         "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
@@ -549,16 +547,9 @@ def test_a_prompt_files_check_before_training_encodes_a_batch_in_one_call(monkey
     per prompt; now once per batch, each refused prompt still named in order."""
     from tiny import build_tokenizer
 
-    from directpo.tokenization import TOKENIZE_BATCH, PairTokenizer
+    from directpo.tokenization import TOKENIZE_BATCH
 
-    calls: list[int] = []
-    real = PairTokenizer._ids_many
-
-    def counting(self, texts):
-        calls.append(len(texts))
-        return real(self, texts)
-
-    monkeypatch.setattr(PairTokenizer, "_ids_many", counting)
+    calls = count_ids_many(monkeypatch)
     tokenizer = build_tokenizer("llama")
     tokenizer.chat_template = (
         "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"

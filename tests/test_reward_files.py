@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, kept_when_interrupted, save_tiny_model, write_jsonl
+from tiny import (
+    SENTIMENT_PAIRS,
+    count_ids_many,
+    kept_when_interrupted,
+    save_tiny_model,
+    write_jsonl,
+)
 from tiny import read_jsonl as read
 
 from directpo.cli import main
@@ -834,18 +840,9 @@ def test_score_and_rank_call_the_tokenizer_once_per_batch_of_rows(
     rows in one tokenizer call: a call per response made the check of a 60k-row file take
     minutes before the model loaded. A row the chat template refuses is still said in the
     file's order among the rows refused for their fields."""
-    from directpo.tokenization import PairTokenizer
-
     monkeypatch.setattr("directpo.prompts.CHECKED_TOGETHER", 4, raising=False)
     monkeypatch.setattr("directpo.reward_files.CHECKED_TOGETHER", 4, raising=False)
-    calls: list[int] = []
-    real = PairTokenizer._ids_many
-
-    def counting(self, texts):
-        calls.append(len(texts))
-        return real(self, texts)
-
-    monkeypatch.setattr(PairTokenizer, "_ids_many", counting)
+    calls = count_ids_many(monkeypatch)
     rows = [dict(SENTIMENT_PAIRS[i % len(SENTIMENT_PAIRS)], id=i) for i in range(10)]
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)
     score_file(options(ScoreOptions, models, data, tmp_path / "s.jsonl", batch_size=4), quiet)

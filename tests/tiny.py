@@ -226,6 +226,22 @@ class CountedBackend:
         return self.backend.encode_batch_fast(texts, *args, **kwargs)
 
 
+def count_ids_many(monkeypatch: Any) -> list[int]:
+    """The number of texts of each ``PairTokenizer._ids_many`` call from now on (a list filled
+    as they come; ``monkeypatch`` restores it): one call per batch, not per row."""
+    from directpo.tokenization import PairTokenizer
+
+    calls: list[int] = []
+    real = PairTokenizer._ids_many
+
+    def counting(self: Any, texts: list[str]) -> list[list[int]]:
+        calls.append(len(texts))
+        return real(self, texts)
+
+    monkeypatch.setattr(PairTokenizer, "_ids_many", counting)
+    return calls
+
+
 def count_encoding(tokenizer: PreTrainedTokenizerFast, monkeypatch: Any) -> list[list[str]]:
     """The texts of each encoding call ``tokenizer`` makes from now on (a list filled as they
     come; ``monkeypatch`` restores the backend)."""
