@@ -58,10 +58,9 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
         parts.append(load_reward_fn(config.reward_fn))
     if config.reward_model_name_or_path:
         path = config.reward_model_name_or_path
-        # the run's trust, in either spelling (TRL's model_init_kwargs load its reward models too)
-        trusted = config.trust_remote_code or bool(
-            (config.model_init_kwargs or {}).get("trust_remote_code")
-        )
+        # the run's trust (model_init_kwargs' trust_remote_code, TRL's spelling, is already
+        # this option: trl_compat._trust_from_init_kwargs)
+        trusted = config.trust_remote_code
         # (each completion sampled, online or by eval_generate, has at most this many tokens)
         tokens = config.generate_max_new_tokens
         model = _reward_model(path, device, config.prompt_limit, trusted, tokens)
