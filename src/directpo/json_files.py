@@ -97,45 +97,80 @@ def json_document(path: str) -> dict[str, Any] | None:
     from this one read (a pretty-printed file was read whole twice: to tell, then for its
     rows). A one-line object that is a row (its own pair columns, or a column of objects such
     as its tools) stays a row."""
+    read = _whole_object(path)
+    if read is None:
+        return None
+    data, one_line = read
+    if _viewer_rows(data) is not None:  # (the dataset viewer's /rows answer saved as .jsonl)
+        return data
+    if _empty_document(data, one_line):
+        return data
+    return data if _holds_one_list_of_rows(data, one_line) else None
+
+
+def _whole_object(path: str) -> tuple[dict[str, Any], bool] | None:
+    """(the JSON object ``path`` holds whole, whether it is on one line), or None where the
+    file is JSON Lines (a second line after a first whole one), does not hold an object, or
+    is too large to read whole to tell."""
     with open_text(path, errors="replace") as handle:
         lines = (line for line in iter(lambda: handle.readline(JSON_CHUNK), "") if line.strip())
         first = next(lines, "")
         data = json_or_none(first)
         one_line = isinstance(data, dict)
-        # a first line longer than a chunk (a row holding an image's bytes, a long tool): it was
-        # taken for a pretty-printed object's, so a file of one such row was read as the rows
-        # of its one list of objects (each image a row: "missing field 'prompt'"), and a JSON
-        # Lines file's first long line had the whole file read to tell it is not one document
-        long_line = not first.endswith("\n") and first.lstrip(JSON_SPACE)[:1] == "{"
+        long_line = _opens_a_long_object(first)
         if not one_line and long_line:
-            while (more := handle.readline(JSON_CHUNK)) and not more.endswith("\n"):
-                pass  # (its end, not the whole line held)
+            _skip_to_line_end(handle)
         if (one_line or long_line) and next(lines, None) is not None:  # JSON Lines: a row a line
             return None
         if not one_line:  # (a pretty-printed object, or one long line: no JSON in one chunk)
-            if first.lstrip(JSON_SPACE)[:1] != "{" or os.path.getsize(path) > DOCUMENT_READ_LIMIT:
-                return None
-            handle.seek(0)
-            data = json_or_none(handle.read())
+            data = _object_read_whole(path, handle, first)
             one_line = long_line
-    if not isinstance(data, dict):
+    return (data, one_line) if isinstance(data, dict) else None
+
+
+def _opens_a_long_object(first: str) -> bool:
+    """A first line longer than a chunk that opens an object (a row holding an image's bytes,
+    a long tool): it was taken for a pretty-printed object's, so a file of one such row was
+    read as the rows of its one list of objects (each image a row: "missing field 'prompt'"),
+    and a JSON Lines file's first long line had the whole file read to tell it is not one
+    document."""
+    return not first.endswith("\n") and first.lstrip(JSON_SPACE)[:1] == "{"
+
+
+def _skip_to_line_end(handle: Any) -> None:
+    """Reads on to the end of the current line, a chunk at a time (the line never held)."""
+    while (more := handle.readline(JSON_CHUNK)) and not more.endswith("\n"):
+        pass
+
+
+def _object_read_whole(path: str, handle: Any, first: str) -> Any:
+    """The whole file decoded (None where it is not JSON), where its first line opens an
+    object and the file is small enough to read whole; else None."""
+    if first.lstrip(JSON_SPACE)[:1] != "{" or os.path.getsize(path) > DOCUMENT_READ_LIMIT:
         return None
-    if _viewer_rows(data) is not None:  # (the dataset viewer's /rows answer saved as .jsonl)
-        return data
-    if one_line and list(data.values()) == [[]] and not any(word in data for word in ROW_WORDS):
-        return data  # {"data": []}: no rows, as the .json file says (not "column not found")
-    # a list of row objects, not of a row's messages ({"role": ..., "content": ...})
+    handle.seek(0)
+    return json_or_none(handle.read())
+
+
+def _empty_document(data: dict[str, Any], one_line: bool) -> bool:
+    """{"data": []}: no rows, as the .json file says (not "column not found")."""
+    return one_line and list(data.values()) == [[]] and not any(word in data for word in ROW_WORDS)
+
+
+def _holds_one_list_of_rows(data: dict[str, Any], one_line: bool) -> bool:
+    """``data`` holds one list of row objects (not of a row's messages, {"role": ...,
+    "content": ...}); a one-line object that is a row itself (its pair columns, or a column
+    of objects that are not rows, such as its tools) does not."""
     held = [
         value
         for value in data.values()
         if isinstance(value, list) and value and all(is_dict(v) and "role" not in v for v in value)
     ]
-    # (a file of one row whose column holds objects, its tools, is a row)
     if one_line and (
         any(word in data for word in ROW_WORDS) or not any(_rows_of(data, v) for v in held)
     ):
-        return None
-    return data if len(held) == 1 else None
+        return False
+    return len(held) == 1
 
 
 def _rows_of(holder: dict[str, Any], listed: list[dict[str, Any]]) -> bool:
