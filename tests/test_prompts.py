@@ -166,6 +166,43 @@ def test_rows_refused_while_a_batch_waits_are_held_a_batch_at_most(tmp_path, mon
     assert max(lengths) <= 8
 
 
+def test_refusals_at_a_batch_boundary_of_128_are_said_in_the_files_order(tmp_path) -> None:
+    """Rows refused by ``check_many`` (the template) and by ``parse`` (a field) on each side of
+    the boundaries of ``CHECKED_TOGETHER`` (128) rows are said in the file's order, as rows
+    checked one at a time say them."""
+    from directpo import prompts
+
+    def parse(where, row):
+        if "prompt" not in row:
+            raise DataError(f"{where}: missing field 'prompt' ({row['text']})")
+        return row["prompt"]
+
+    def check_many(items):
+        assert len(items) <= prompts.CHECKED_TOGETHER
+        return [None if not p.startswith("bad") else f"refused {p}" for _, p in items]
+
+    rows = [{"prompt": "ok"} for _ in range(300)]
+    for line in (128, 129, 257):  # the last of a batch, the first of the next
+        rows[line - 1] = {"prompt": f"bad {line}"}
+    for line in (127, 130):
+        rows[line - 1] = {"text": str(line)}
+    data = str(write_jsonl(tmp_path / "p.jsonl", rows))
+    said = []
+    for together in (128, 1):
+        prompts.CHECKED_TOGETHER, default = together, prompts.CHECKED_TOGETHER
+        try:
+            with pytest.raises(DataError) as refused:
+                prompts.check_every_row(data, parse, check_many=check_many)
+        finally:
+            prompts.CHECKED_TOGETHER = default
+        said.append(str(refused.value))
+    assert said[0] == said[1]
+    assert said[0].endswith(
+        "line 127: missing field 'prompt' (127); line 128: refused bad 128; line 129: refused "
+        "bad 129; 2 more rows with other problems: line 130, line 257"
+    )
+
+
 def test_a_rows_document_on_a_prompt_files_line_is_said(tmp_path) -> None:
     """{"data": [prompts]} on line 1 of a file of prompts a line was "line 1: missing field
     'prompt'", not saying what the line is (generate --input, prompt_file alike)."""

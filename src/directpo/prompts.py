@@ -114,33 +114,60 @@ def check_every_row(
 
 
 class _InOrder:
-    """Refused rows held (with their place in the file) until a batch is checked, then given
-    to ``refused`` in the file's order: a row refused by ``check_many`` is said where it is,
-    not after the later rows of its batch that ``parse`` refused. At most
-    ``CHECKED_TOGETHER`` are held: then the rows waiting are checked at once (``check``), so
-    a file of a million rows that ``parse`` refuses (a wrong prompt_column's) is not held
-    whole until its end, as the batches made it."""
+    """The rows of one batch in the file's order, one list of (place, item, problem): a row
+    that parsed (its item, problem None) or one ``parse`` refused (item None, its problem).
+    When ``CHECKED_TOGETHER`` items wait, or as many refusals, the batch is checked: the
+    items by one ``check_many`` call, then every refusal (``parse``'s or ``check_many``'s)
+    given to ``refused`` in the list's order, so a row ``check_many`` refuses is said where it
+    is, not after the later rows of its batch that ``parse`` refused; and a file of a million
+    rows that ``parse`` refuses after one that parsed (a wrong prompt_column's) is not held
+    whole. A refusal with no item before it is said at once."""
 
-    def __init__(self, refused: RefusedRows, check: Callable[[], None]):
+    def __init__(
+        self,
+        refused: RefusedRows,
+        check_many: Callable[[list[tuple[str, Any]]], list[str | None]],
+        label: str,
+    ):
         self.refused = refused
-        self.check = check  # checks the rows waiting, then flushes
-        self.read = 0  # rows read so far: the place of the next one
-        self.held: list[tuple[int, str, str]] = []
-        self.waiting = 0  # parsed rows read but not yet checked
+        self.check_many = check_many
+        self.label = label
+        self.held: list[tuple[str, Any, str | None]] = []
+        self.items = 0  # of ``held``: the rows that parsed
+        self.passed = 0  # rows that passed both checks
 
     def add(self, where: str, problem: str) -> None:
-        if not self.waiting:  # (no row before it waits: said now)
+        """A row ``parse`` refused (``valid_rows`` adds it as to ``RefusedRows``)."""
+        if not self.items:  # (no row before it waits: said now)
             self.refused.add(where, problem)
-        else:
-            self.held.append((self.read, where, problem))
-        self.read += 1
-        if len(self.held) >= CHECKED_TOGETHER:
+            return
+        self.held.append((where, None, problem))
+        if len(self.held) - self.items >= CHECKED_TOGETHER:
             self.check()
 
-    def flush(self) -> None:
-        for _, where, problem in sorted(self.held, key=lambda held: held[0]):
-            self.refused.add(where, problem)
+    def add_item(self, where: str, item: Any) -> None:
+        """A row that parsed, checked with its batch."""
+        self.held.append((where, item, None))
+        self.items += 1
+        if self.items >= CHECKED_TOGETHER:
+            self.check()
+
+    def check(self) -> None:
+        """The held items checked in one ``check_many`` call, every refusal said in order."""
+        items = [
+            (f"{self.label}: {at}", item) for at, item, problem in self.held if problem is None
+        ]
+        checked = self.check_many(items) if items else []
+        if len(checked) != len(items):
+            raise ValueError(f"check_many said {len(checked)} problems of {len(items)} rows")
+        problems = iter(checked)
+        for where, _, problem in self.held:
+            if problem is None and (problem := next(problems)) is None:
+                self.passed += 1
+            else:
+                self.refused.add(where, problem)
         self.held.clear()
+        self.items = 0
 
 
 def _checked_together(
@@ -151,32 +178,11 @@ def _checked_together(
 ) -> int:
     """``valid_rows``' count of the rows that also pass ``check_many``, called on batches of
     ``CHECKED_TOGETHER`` parsed rows; the refused rows said in the file's order."""
-    label = source_label(source)
-    count = 0
-    batch: list[tuple[int, str, Any]] = []
-
-    def check_batch() -> None:
-        nonlocal count
-        items = [(f"{label}: {where}", item) for _, where, item in batch]
-        problems = check_many(items) if items else []
-        for (read, where, _), problem in zip(batch, problems, strict=True):
-            if problem is None:
-                count += 1
-            else:
-                in_order.held.append((read, where, problem))
-        batch.clear()
-        in_order.waiting = 0
-        in_order.flush()
-
-    in_order = _InOrder(refused, check_batch)
+    in_order = _InOrder(refused, check_many, source_label(source))
     for where, _, item in valid_rows(source, parse, in_order):  # (it adds as RefusedRows does)
-        batch.append((in_order.read, where, item))
-        in_order.read += 1
-        in_order.waiting = len(batch)
-        if len(batch) == CHECKED_TOGETHER:
-            check_batch()
-    check_batch()
-    return count
+        in_order.add_item(where, item)
+    in_order.check()
+    return in_order.passed
 
 
 def parse_prompt_and_responses(
