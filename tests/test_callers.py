@@ -580,8 +580,8 @@ def test_a_recipes_refusal_a_keyword_bears_on_is_told_as_the_keyword(tmp_path, m
     with pytest.raises(ConfigError) as refused:
         train("recipe.yaml", learning_rate=-1)
     assert refused.value.problems == [
-        "recipe.yaml: beta must be > 0 (got -1.0)",
-        "train(): learning_rate must be > 0 (got -1.0)",
+        "recipe.yaml: beta must be > 0 (got -1)",
+        "train(): learning_rate must be > 0 (got -1)",
     ]
     Path("mixed.yaml").write_text(base + "eval_dtype: bfloat16\nbeta: -1\n")
     with pytest.raises(ConfigError) as refused:  # (the file's eval_dtype in its words, beside
@@ -589,7 +589,7 @@ def test_a_recipes_refusal_a_keyword_bears_on_is_told_as_the_keyword(tmp_path, m
     assert refused.value.problems[0].startswith(
         "train(): eval_dtype: bfloat16 under dtype='float32': the run computes in float32"
     )
-    assert refused.value.problems[1] == "mixed.yaml: beta must be > 0 (got -1.0)"
+    assert refused.value.problems[1] == "mixed.yaml: beta must be > 0 (got -1)"
     from directpo.arguments import config_file
 
     assert config_file("recipe.yaml", {"beta": 0.25}).beta == 0.25  # (a keyword over the file)

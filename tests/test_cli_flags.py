@@ -382,7 +382,7 @@ def test_a_recipes_refusal_a_flag_bears_on_names_the_flag(capsys, tmp_path, monk
     err = capsys.readouterr().err
     assert "\n  eval.yaml: eval_dtype: bfloat16 under dtype: float32: " in err
     assert "; set dtype: bfloat16 (mixed precision)" in err
-    assert "\n  command line: beta must be > 0 (got -1.0)" in err
+    assert "\n  command line: beta must be > 0 (got -1)" in err
 
 
 def test_a_recipes_and_its_flags_lines_are_each_said_in_their_sources_words(
@@ -403,12 +403,12 @@ def test_a_recipes_and_its_flags_lines_are_each_said_in_their_sources_words(
     assert capsys.readouterr().err.splitlines()[1:] == [
         "  typo.yaml: unknown option 'lerning_rate'; did you mean 'learning_rate'?",
         "  command line: unknown option '--bogus'",
-        "  command line: beta must be > 0 (got -1.0)",
+        "  command line: beta must be > 0 (got -1)",
     ]
     (tmp_path / "beta.yaml").write_text(base + "beta: 0\n")
     assert main(["train", "beta.yaml", "--max_steps", "-5"]) == 2
     assert capsys.readouterr().err.splitlines()[1:] == [
-        "  beta.yaml: beta must be > 0 (got 0.0)",
+        "  beta.yaml: beta must be > 0 (got 0)",
         "  command line: max_steps must be -1 or 0 (num_train_epochs decides) or >= 1 (got -5)",
     ]
     (tmp_path / "eval.yaml").write_text(base + "eval_dtype: bfloat16\n")
@@ -419,7 +419,7 @@ def test_a_recipes_and_its_flags_lines_are_each_said_in_their_sources_words(
         "as bf16 computes"
     )
     assert main(["train", "--beta", "-1", "--max_steps", "-5"]) == 2  # (flags alone: no heading)
-    assert "\n  beta must be > 0 (got -1.0)\n" in capsys.readouterr().err
+    assert "\n  beta must be > 0 (got -1)\n" in capsys.readouterr().err
 
 
 def test_an_option_to_remove_is_named_as_its_source_wrote_it(tmp_path, monkeypatch, capsys):

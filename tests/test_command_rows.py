@@ -294,3 +294,20 @@ def test_a_row_of_several_responses_names_rank_as_its_caller_runs_it(tmp_path) -
             score_item(options, str(tmp_path), "in.jsonl: line 1", row)
         said[spelling] = str(err.value).rsplit("; use ", 1)[-1]
     assert said == {Spelling.FLAGS: "directpo rank", Spelling.PYTHON: "rank_file(RankOptions(...))"}
+
+
+def test_a_commands_refused_number_is_said_as_the_flag_wrote_it(tmp_path, capsys):
+    """score --beta -1 was refused as 'beta must be > 0 (got -1.0)', generate --temperature
+    -2 as '(got -2.0)': numbers nobody typed. Each is said as given now."""
+    source = _input(tmp_path, [{"prompt": "a", "chosen": "b", "rejected": "c"}])
+    output = str(tmp_path / "out.jsonl")
+    for command, flag, written, must in (
+        ("score", "--beta", "-1", "beta must be > 0"),
+        ("score", "--batch_size", "0", "batch_size must be >= 1"),
+        ("generate", "--temperature", "-2", "temperature must be >= 0"),
+        ("generate", "--top_p", "1.50", "top_p must be in (0, 1]"),
+        ("generate", "--repetition_penalty", "0", "repetition_penalty must be > 0"),
+    ):
+        code, err = _run(capsys, command, "--model_name_or_path", str(tmp_path), "--input",
+                         source, "--output", output, flag, written)  # fmt: skip
+        assert code == 2 and f"{must} (got {written})" in err, (flag, err)

@@ -862,7 +862,7 @@ def test_a_value_of_the_wrong_type_does_not_hide_the_other_problems() -> None:
         "4 options cannot be used:",
         "  lora_r must be an integer, got sixteen",
         "  seed must be an integer, got abc",
-        "  beta must be > 0 (got -1.0)",
+        "  beta must be > 0 (got -1)",
         "  report_to=['comet_ml']: comet_ml is a transformers tracker directpo does not log to; "
         "it logs to tensorboard, wandb, mlflow, trackio (or 'none' for no tracker)",
     ]
@@ -1154,3 +1154,30 @@ def test_a_backslash_escape_in_double_quotes_is_told_the_single_quoted_text(tmp_
     recipe.write_text('output_dir: "C:\\runs\\x1"\n')
     with pytest.raises(ConfigError, match=r"write 'C:\\runs\\x1', or double each backslash\)$"):
         load_config(str(recipe))
+
+
+@pytest.mark.parametrize(
+    ("key", "written", "must"),
+    [
+        ("beta", "-1", "> 0"),
+        ("learning_rate", "0", "> 0"),
+        ("adam_epsilon", "-1e-8", "> 0"),
+        ("warmup_ratio", "2", "in [0, 1)"),
+        ("max_grad_norm", "-3", ">= 0 (0 disables clipping)"),
+        ("num_train_epochs", "-2", "> 0"),
+        ("adam_beta2", "1", "in [0, 1)"),
+        ("early_stopping_threshold", "-5", ">= 0"),
+        ("logging_steps", "-4", "a whole number of steps > 0, or a fraction of the total "
+                                "steps in (0, 1)"),
+    ],
+)  # fmt: skip
+def test_a_refused_number_is_said_as_the_caller_wrote_it(tmp_path, key, written, must) -> None:
+    """``--beta -1`` and a recipe's ``beta: -1`` were refused as the float they are read as,
+    'beta must be > 0 (got -1.0)', a value the user never wrote; each numeric check now says
+    the flag's text or the recipe's number."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"{key}: {written}\n")
+    for path, flags in ((str(recipe), {}), (None, {key: written})):
+        with pytest.raises(ConfigError) as refused:
+            load_config(path, flags)
+        assert f"{key} must be {must} (got {written})" in str(refused.value)

@@ -24,7 +24,7 @@ def test_a_refused_value_and_bad_rows_are_said_in_one_run(tmp_path) -> None:
         DPOConfig(**options, learning_rate=-1)
     assert str(info.value).splitlines() == [  # (the rows are no options: a heading of their own)
         "1 option cannot be used:",
-        "  learning_rate must be > 0 (got -1.0)",
+        "  learning_rate must be > 0 (got -1)",
         "and the data files' rows:",
         f"  {train}: line 2: missing field 'rejected'",
         f"  {held}: line 2: field 'rejected' is empty",
@@ -48,7 +48,7 @@ def test_a_refused_value_and_bad_rows_are_said_in_one_run(tmp_path) -> None:
     write_jsonl(held, [GOOD])
     with pytest.raises(ConfigError) as info:
         DPOConfig(**options, learning_rate=-1)
-    assert str(info.value) == "learning_rate must be > 0 (got -1.0)"
+    assert str(info.value) == "learning_rate must be > 0 (got -1)"
 
 
 def test_the_rows_given_to_train_are_said_beside_a_refused_value(tmp_path) -> None:
@@ -68,7 +68,7 @@ def test_the_rows_given_to_train_are_said_beside_a_refused_value(tmp_path) -> No
         train({**options, "beta": -1}, train_dataset=rows, echo=None)
     assert str(info.value).splitlines() == [
         "1 option cannot be used:",
-        "  beta must be > 0 (got -1.0)",
+        "  beta must be > 0 (got -1)",
         "and the data files' rows:",
         f"  {held}: line 2: field 'chosen' is empty",
         "  train_dataset: row 2: missing field 'rejected'; row 3: chosen and rejected are "
@@ -143,7 +143,7 @@ def test_trls_args_decide_how_the_rows_given_to_train_are_read(tmp_path) -> None
     assert "chosen" not in str(info.value)
     assert str(info.value).splitlines()[:2] == [
         "2 options cannot be used:",
-        "  beta must be > 0 (got -1.0)",
+        "  beta must be > 0 (got -1)",
     ]
     with pytest.raises(ConfigError) as info:
         train(args=offline, model=str(tmp_path), train_dataset=str(prompts), beta=-1, echo=None)

@@ -500,7 +500,7 @@ def test_a_weights_left_out_rows_are_not_checked_and_the_start_line_says_so(tmp_
     with pytest.raises(ConfigError) as info:  # a refused value: the run's rows said beside it
         DPOConfig(model_name_or_path=str(tmp_path), learning_rate=-1,
                   dataset_mixture={**mixture, "shuffle": False})  # fmt: skip
-    assert str(info.value) == "learning_rate must be > 0 (got -1.0)"
+    assert str(info.value) == "learning_rate must be > 0 (got -1)"
 
 
 def test_a_builders_data_files_over_a_snapshots_splits_are_refused(tmp_path, monkeypatch) -> None:

@@ -48,8 +48,8 @@ REFUSALS: list[tuple[str, str, str | None, Any, list[str]]] = [
         ["--learning_rate", "-1"],
         [
             "2 options cannot be used:",
-            "  r.yaml: beta must be > 0 (got -1.0)",
-            "  command line: learning_rate must be > 0 (got -1.0)",
+            "  r.yaml: beta must be > 0 (got -1)",
+            "  command line: learning_rate must be > 0 (got -1)",
         ],
     ),
     (
@@ -58,7 +58,7 @@ REFUSALS: list[tuple[str, str, str | None, Any, list[str]]] = [
         BASE + "beta: -1\n",
         ["--max_steps", "1"],
         [
-            "beta must be > 0 (got -1.0)",
+            "beta must be > 0 (got -1)",
         ],
     ),
     (
@@ -67,7 +67,7 @@ REFUSALS: list[tuple[str, str, str | None, Any, list[str]]] = [
         BASE,
         ["--beta", "-1"],
         [
-            "beta must be > 0 (got -1.0)",
+            "beta must be > 0 (got -1)",
         ],
     ),
     (
@@ -78,7 +78,7 @@ REFUSALS: list[tuple[str, str, str | None, Any, list[str]]] = [
         [
             "2 options cannot be used:",
             "  r.yaml: unknown option 'bogus_key'",
-            "  command line: beta must be > 0 (got -1.0)",
+            "  command line: beta must be > 0 (got -1)",
         ],
     ),
     (
@@ -88,7 +88,7 @@ REFUSALS: list[tuple[str, str, str | None, Any, list[str]]] = [
         ["--beta", "-1"],
         [
             "2 options cannot be used:",
-            "  command line: beta must be > 0 (got -1.0)",
+            "  command line: beta must be > 0 (got -1)",
             "  r.yaml: train_file: no such file or folder: missing.jsonl",
         ],
     ),
@@ -144,8 +144,8 @@ REFUSALS: list[tuple[str, str, str | None, Any, list[str]]] = [
         {"learning_rate": -1},
         [
             "2 options cannot be used:",
-            "  r.yaml: beta must be > 0 (got -1.0)",
-            "  train(): learning_rate must be > 0 (got -1.0)",
+            "  r.yaml: beta must be > 0 (got -1)",
+            "  train(): learning_rate must be > 0 (got -1)",
         ],
     ),
     (
@@ -165,7 +165,7 @@ REFUSALS: list[tuple[str, str, str | None, Any, list[str]]] = [
         BASE,
         {"beta": -1},
         [
-            "beta must be > 0 (got -1.0)",
+            "beta must be > 0 (got -1)",
         ],
     ),
     (
@@ -187,7 +187,7 @@ REFUSALS: list[tuple[str, str, str | None, Any, list[str]]] = [
         [
             "2 options cannot be used:",
             "  r.yaml: unknown option 'bogus_key'",
-            "  train(): beta must be > 0 (got -1.0)",
+            "  train(): beta must be > 0 (got -1)",
         ],
     ),
     (
@@ -197,7 +197,7 @@ REFUSALS: list[tuple[str, str, str | None, Any, list[str]]] = [
         {"beta": -1},
         [
             "2 options cannot be used:",
-            "  train(): beta must be > 0 (got -1.0)",
+            "  train(): beta must be > 0 (got -1)",
             "  r.yaml: train_file: no such file or folder: missing.jsonl",
         ],
     ),
@@ -239,7 +239,7 @@ REFUSALS: list[tuple[str, str, str | None, Any, list[str]]] = [
             "  train(): eval_dtype: bfloat16 under dtype='float32': the run computes "
             "in float32 and so does its evaluation; pass dtype='bfloat16' (mixed "
             "precision) to evaluate as bf16 computes",
-            "  r.yaml: beta must be > 0 (got -1.0)",
+            "  r.yaml: beta must be > 0 (got -1)",
         ],
     ),
     (

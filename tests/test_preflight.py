@@ -113,7 +113,7 @@ def test_a_refused_value_and_a_missing_file_are_said_in_one_pass(tmp_path: Path,
         "(got .csv)",
     ]
     for argv, problems in (
-        (train, ["beta must be > 0 (got -1.0)", *model_lines,
+        (train, ["beta must be > 0 (got -1)", *model_lines,
                  f"train_file: no such file or folder: {missing}",
                  f"eval_file: no such file or folder: {missing}",
                  f"resume_from_checkpoint: no such checkpoint folder: {tmp_path / 'nockpt'}; "
@@ -205,7 +205,7 @@ def test_a_missing_template_prompts_reward_or_dataset_file_is_said_with_the_rest
     ]
     with pytest.raises(ConfigError) as info:
         DPOConfig(**options, beta=-1)
-    assert info.value.problems == ["beta must be > 0 (got -1.0)", *missing]
+    assert info.value.problems == ["beta must be > 0 (got -1)", *missing]
     with pytest.raises(ConfigError) as info:  # at start, with the train file's bad rows
         check_run(DPOConfig(**options, output_dir=str(tmp_path / "out")), "cpu")
     assert sorted(info.value.problems) == sorted(missing)
@@ -215,7 +215,7 @@ def test_a_missing_template_prompts_reward_or_dataset_file_is_said_with_the_rest
     with pytest.raises(ConfigError) as info:
         DPOConfig(**online, reward_fn=f"{tmp_path}/rw.py:score", beta=-1)
     assert info.value.problems == [
-        "beta must be > 0 (got -1.0)",
+        "beta must be > 0 (got -1)",
         f"reward_fn '{tmp_path}/rw.py:score': no such file {tmp_path}/rw.py",
     ]
     for name, line in (

@@ -201,7 +201,7 @@ def test_trl_command_line_style(tiny_model_dirs, pairs_file, tmp_path, capsys) -
         "--bf16", "--logging_first_step", "--no_remove_unused_columns", "--max_steps", "2",
         "--logging_steps", "5", "--warmup_steps", "0.5", "--learning_rate", "-1e-5",
     ])  # fmt: skip
-    assert code == 2 and "learning_rate must be > 0 (got -1e-05)" in capsys.readouterr().err
+    assert code == 2 and "learning_rate must be > 0 (got -1e-5)" in capsys.readouterr().err
     code = main([
         "train", str(recipe), "--bf16", "--train_file", str(pairs_file), "--output_dir", str(out),
         "--logging_first_step", "--max_steps", "2", "--logging_steps", "5",

@@ -167,7 +167,6 @@ def _check_steps(config: DPOConfig) -> None:
             (value > 0 if key == "logging_steps" else value >= 0)
             and (value < 1 or float(value).is_integer())
         ):
-            whole = float(value).is_integer()  # (-1 is read as the float -1.0: said as written)
             instead = ""
             if value == -1 and key in minus_one:
                 meaning, setting = minus_one[key]
@@ -175,7 +174,7 @@ def _check_steps(config: DPOConfig) -> None:
             config._refuse(
                 key,
                 f"{key} must be a whole number of steps {low}, or a fraction of the total steps "
-                f"in (0, 1) (got {value_shown(int(value) if whole else value)}){instead}",
+                f"in (0, 1) (got {config._shown(key)}){instead}",  # (-1 as written, not -1.0)
             )
         if value >= 1 or value == 0:
             setattr(config, key, int(value))

@@ -225,7 +225,7 @@ class Options:
         """Refuses ``key``'s value unless ``ok``; while the values are checked at construction,
         the refusal is collected and the checks go on."""
         if not ok:
-            self._refuse(key, f"{key} must be {must} (got {value_shown(getattr(self, key))})")
+            self._refuse(key, f"{key} must be {must} (got {self._shown(key)})")
 
     def _refuse(self, key: str, problem: str) -> None:
         """Refuses ``key`` with ``problem`` (a whole line), collected as ``_require`` does, so
@@ -239,6 +239,21 @@ class Options:
         """None of ``keys``' values has been refused so far: a check that reads a refused value
         would report a consequence of it, in words that blame another option."""
         return not set(keys) & getattr(self, "_refused", set())
+
+    def _shown(self, key: str) -> str:
+        """``key``'s value in a refusal: a number as the caller wrote it where that is at hand
+        (while constructed), ``--beta -1``'s text or a recipe's ``beta: -1``, which were said
+        as the float read from them ('got -1.0', a value nobody wrote); else as read."""
+        read, given = getattr(self, key), self._given_value(key)
+        if isinstance(read, bool) or not isinstance(read, int | float):
+            return value_shown(read)
+        if isinstance(given, str):  # a flag's text (or YAML 1.1's 1e-5, read as a string)
+            with contextlib.suppress(ValueError):
+                if float(given.strip()) == read:
+                    return given.strip()
+        elif isinstance(given, int | float) and not isinstance(given, bool) and given == read:
+            return value_shown(given)
+        return value_shown(read)
 
     def _given_value(self, key: str) -> Any:
         """``key``'s value as the caller gave it (a flag's text, a recipe's word for a list),

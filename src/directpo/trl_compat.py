@@ -129,7 +129,8 @@ def apply_trl_meanings(config: Any) -> None:
     elif steps >= 1 and not float(steps).is_integer():
         config._refuse(
             "warmup_steps",
-            f"warmup_steps must be a whole number of steps or a fraction in (0, 1) (got {steps})",
+            "warmup_steps must be a whole number of steps or a fraction in (0, 1) (got "
+            f"{config._shown('warmup_steps')})",
         )
 
 
