@@ -385,3 +385,39 @@ def test_a_python_caller_is_told_train_dataset_and_eval_dataset_the_command_line
         "  eval_on_start needs evaluations: give --eval_file (held-out pairs) or --eval_generate",
         "  train_file is required",
     ]
+
+
+def test_a_test_split_that_is_the_train_split_is_refused_before_it_is_read(
+    tiny_model_dirs, tmp_path, monkeypatch
+) -> None:
+    """dataset_test_split naming dataset_train_split too was refused once the train split had
+    been loaded and every row checked; it needs no row, and is said with the other options'
+    problems now (a missing reference model here), before any split is read."""
+    from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+
+    import directpo.run_data
+
+    folder = tmp_path / "prefs"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", SENTIMENT_PAIRS)
+    read: list[str] = []
+
+    def loading(config, key, **kwargs):
+        read.append(key)
+        raise AssertionError("a split was read before the options' refusal")
+
+    monkeypatch.setattr(directpo.run_data, "load_named_dataset", loading)
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out",
+                         dataset_name=str(folder), dataset_test_split="train")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^dataset_test_split: train is dataset_train_split "
+                       "too, so the held-out pairs would be the training pairs;.* or set "
+                       "eval_strategy='no'$"):  # fmt: skip
+        train(config, echo=lambda _: None)
+    config.ref_model_name_or_path = str(tmp_path / "no-reference")
+    with pytest.raises(ConfigError) as refused:
+        train(config, echo=lambda _: None)
+    assert len(refused.value.problems) == 2 and "dataset_test_split: train" in str(refused.value)
+    assert read == []
+    config.ref_model_name_or_path = None  # (an eval set given to train() is the held-out one)
+    with pytest.raises(AssertionError, match="a split was read"):
+        train(config, eval_dataset=SENTIMENT_PAIRS, echo=lambda _: None)

@@ -533,3 +533,32 @@ def test_the_tie_note_of_a_named_dataset_or_a_mixtures_entry_says_what_to_drop_f
         load_mixture({"datasets": [entry]}, Columns(), echo=echoed.append)
         (note,) = [line for line in echoed if "rate chosen and rejected alike" in line]
         assert ending in note, (kind, note)
+
+
+def test_the_tokenizers_refusal_is_said_before_the_rows_are_read(
+    tiny_model_dirs, tmp_path, monkeypatch
+) -> None:
+    """system_column with a tokenizer that has no chat template was refused once every row
+    of the train file had been read and checked (21 s for 60k rows): the refusal needs no row,
+    and is said before any is read now."""
+    import shutil
+
+    from directpo.errors import ConfigError
+
+    plain = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "plain")
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    settings = json.loads((plain / "tokenizer_config.json").read_text())
+    settings.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(settings))
+    read: list[str] = []
+
+    def reading(source, *args, **kwargs):
+        read.append(str(source))
+        raise AssertionError("the rows were read before the option's refusal")
+
+    monkeypatch.setattr(run_data, "load_preferences", reading)
+    pairs = write_jsonl(tmp_path / "p.jsonl", SENTIMENT_PAIRS)
+    config = tiny_config(plain, pairs, tmp_path / "out", system_column="system")
+    with pytest.raises(ConfigError, match=r"^system_column 'system' makes each prompt a conv"):
+        load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
+    assert read == []

@@ -12,7 +12,14 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from directpo.callers import Spelling, caller, spell_given, spell_setting, spell_value
+from directpo.callers import (
+    Spelling,
+    caller,
+    spell_given,
+    spell_option,
+    spell_setting,
+    spell_value,
+)
 from directpo.data_folders import mixed_splits, repeated_file
 from directpo.device_checks import check_device
 from directpo.errors import CheckpointError, ConfigError, collected, refuse_all
@@ -151,6 +158,8 @@ def _check_data(
     if config.dataset_name and config.train_file:
         raise ConfigError("dataset_name and train_file are both set: choose one")
     problems += _dataset_name_problems(config.dataset_name)
+    if need_train_file and not eval_dataset_given and (same := _same_split(config)):
+        problems.append(same)
     has_data = (
         config.train_file
         or config.dataset_name
@@ -188,6 +197,25 @@ def _check_data(
         from directpo.mixture import missing_sources  # (it imports this module)
 
         problems += missing_sources(config.dataset_mixture)
+
+
+def _same_split(config: DPOConfig) -> str | None:
+    """The line for dataset_name's test split named as its train split too, where that split
+    would be the held-out pairs (no eval_file, evaluations on): its pairs were evaluated as
+    held out (eval/rewards/accuracies of training pairs, read as generalisation). Said here,
+    with the other options' problems: it was said once the train split had been read."""
+    if (
+        not config.dataset_name
+        or config.eval_file
+        or config.eval_strategy == "no"
+        or config.dataset_test_split != config.dataset_train_split
+    ):
+        return None
+    return (
+        f"dataset_test_split: {config.dataset_test_split} is dataset_train_split too, so the "
+        "held-out pairs would be the training pairs; name a split held out of training, give "
+        f"eval_file, or set {spell_option('eval_strategy', 'no')}"
+    )
 
 
 def _dataset_name_problems(name: str | None) -> list[str]:
