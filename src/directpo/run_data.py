@@ -100,11 +100,14 @@ def load_run_data(
     function and the online labeller on a couple of prompts. ``turn``: under torchrun, whether
     this process tokenizes for its node or reads what its node's first process cached."""
     sources = _find_sources(config, train_dataset, eval_dataset, echo)
-    # the tokenizer before the rows: its refusals (system_column without a chat template, a
-    # processor for an online run) need no row, and were said once every row was read (21 s
-    # for 60k rows); a bad row now waits for the tokenizer's load (a second, from disk)
-    tokenizer, processor = _load_tokenizer(config)
+    # the tokenizer before the rows where it may refuse the options (system_column without a
+    # chat template, a processor for an online run): said once every row was read (21 s for
+    # 60k rows), they need no row. Else after them: a bad row is said before any tokenizer
+    # loads (from the hub, maybe)
+    refusing = config.system_column is not None or config.online
+    first = _load_tokenizer(config) if refusing else None
     rows = _read_pairs(config, sources, world_size, echo)
+    tokenizer, processor = first or _load_tokenizer(config)
     if rows.train is not None and writes_todays_date(tokenizer, config, rows.train):
         echo(TODAYS_DATE_NOTE)
     progress = is_main and not config.disable_tqdm
