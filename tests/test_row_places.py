@@ -119,3 +119,39 @@ def test_a_mixture_sources_data_files_name_the_bad_rows_file(tmp_path, monkeypat
         f"json(a.jsonl and 1 more)[train]: {place}"
         for place in ("a.jsonl: line 1", "a.jsonl: line 2", "a.jsonl: line 3", "b.jsonl: line 1")
     ]
+
+
+def test_a_single_sources_files_are_not_counted_before_its_rows_are_read(
+    tmp_path, monkeypatch
+) -> None:
+    """Every load of a folder's dataset counted each of its files first (a pass over each,
+    on a load that succeeds too), to check that their rows add up before any place was given.
+    Its files are walked beside its rows now, and their count checked as they end: no pass
+    of its own, the same places, and a bad row said by its file and line as before."""
+    from directpo import row_places
+
+    monkeypatch.chdir(tmp_path)
+    counted: list[str] = []
+    count = row_places._count
+    monkeypatch.setattr(row_places, "_count", lambda path: counted.append(path) or count(path))
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "a.jsonl", [PAIR] * 3)
+    (tmp_path / "data" / "b.jsonl").write_text(f"{json.dumps(PAIR)}\n\n{json.dumps(PAIR)}\n")
+    config = SimpleNamespace(
+        dataset_name="data", dataset_config=None, dataset_streaming=False,
+        dataset_train_split="train", dataset_test_split="test",
+    )  # fmt: skip
+    train = load_named_dataset(config, "dataset_train_split", required="training")
+    kept = load_preferences(train, name="data[train]")
+    assert counted == []
+    assert [e.where for e in kept.examples] == [
+        f"data[train]: data/{place}"
+        for place in ("a.jsonl: line 1", "a.jsonl: line 2", "a.jsonl: line 3",
+                      "b.jsonl: line 1", "b.jsonl: line 3")
+    ]  # fmt: skip
+    (tmp_path / "data" / "b.jsonl").write_text(f"{json.dumps(PAIR)}\n\n{json.dumps(BAD)}\n")
+    train = load_named_dataset(config, "dataset_train_split", required="training")
+    assert _refusal(train, "data[train]") == (
+        "data[train]: data/b.jsonl: line 3: field 'rejected' is null"
+    )
+    assert counted == []

@@ -73,6 +73,7 @@ from directpo.readers import RowError, kind_of, open_rows
 from directpo.refusals import RefusedRows, hint_once, skip_hint
 from directpo.row_formats import from_openai, openai_message, openai_names
 from directpo.row_kinds import kto_pairs_note
+from directpo.row_places import PlacesMisaligned, forget_files
 from directpo.unread_columns import unread_system
 
 # (the names callers and users know as data's: the pair types and the row checks live apart)
@@ -137,12 +138,24 @@ def load_preferences(
     label = name or source_label(source)
     # each row validated as it is read: a list of a JSON Lines / CSV / Parquet file's raw rows
     # beside their examples held both until the last row was validated
-    rows, column_names = open_rows(source, label, lazy=True)
     # image paths are relative to the data file's folder
     base_dir = os.path.dirname(os.path.abspath(source)) if isinstance(source, str) else None
-    data = preferences_of_rows(
-        rows, column_names, label, columns, skip_invalid_rows, base_dir, max_pairs
-    )
+    # a Dataset of local files: its rows said by their files' places, walked beside them (the
+    # files were counted first, a pass over each on every load); read to the end (no
+    # max_pairs) so that their count is checked, and read again by their places in the whole
+    # where it does not add up
+    walked = max_pairs is None and not isinstance(source, str)
+    try:
+        rows, column_names = open_rows(source, label, lazy=True, places_checked_after=walked)
+        data = preferences_of_rows(
+            rows, column_names, label, columns, skip_invalid_rows, base_dir, max_pairs
+        )
+    except PlacesMisaligned:
+        forget_files(source)
+        rows, column_names = open_rows(source, label, lazy=True)
+        data = preferences_of_rows(
+            rows, column_names, label, columns, skip_invalid_rows, base_dir, max_pairs
+        )
     if data is None:
         raise no_rows(label, source)
     data.source_kind = source_kind(source, caller().spelling is Spelling.PYTHON)

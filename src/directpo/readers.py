@@ -39,12 +39,14 @@ from directpo.row_places import placed_rows, remember_saved_files
 
 
 def open_rows(
-    source: Any, label: str, lazy: bool = False
+    source: Any, label: str, lazy: bool = False, *, places_checked_after: bool = False
 ) -> tuple[Iterable[tuple[str, Any]], list[str] | None]:
     """(rows as (where, row-or-RowError), column names when the format declares them).
     ``lazy``: a JSON Lines, CSV or Parquet file (or a JSON list of rows) is read as its rows are
     iterated, never held whole (score and rank stream a file of any size); another JSON
-    document is read whole."""
+    document is read whole. ``places_checked_after``: a Dataset's files are not counted first
+    (``row_places.placed_rows``' ``checked_after``: the caller reads every row, and reads them
+    again on ``PlacesMisaligned``)."""
     if isinstance(source, list | tuple):  # rows from Python: dicts
         return _dataset_rows(source), None
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
@@ -60,7 +62,7 @@ def open_rows(
             )
         names = source.column_names  # None for an IterableDataset of unknown features
         # (a dataset of local files: each row said by its file and line, row_places)
-        rows = placed_rows(source, _dataset_rows(source))
+        rows = placed_rows(source, _dataset_rows(source), checked_after=places_checked_after)
         return rows, None if names is None else list(names)
     path = source
     if os.path.isdir(path):

@@ -6,9 +6,12 @@ whose bad row was said by its place in the whole: "data[train]: row 24: field 'r
 null", naming neither the file nor its line. Where the files are ours to read (JSON Lines,
 JSON, CSV, Parquet, their compressed forms, and a saved folder's .arrow shards), each row is
 said by its file and its place there: "data[train]: data/b.jsonl: line 7: field 'rejected' is
-null". The files are counted first: where their rows do not add up to the dataset's (a file
-datasets reads otherwise than directpo), or the rows were reordered or selected, the places
-are not given and the rows keep their place in the whole, never a wrong line.
+null". Where the files' rows do not add up to the dataset's (a file datasets reads otherwise
+than directpo), or the rows were reordered or selected, the places are not given and the rows
+keep their place in the whole, never a wrong line: a mixture counts the files first (its rows
+are keyed by their places before they are read); a single source's load walks them beside
+its rows and checks the count as they end, reading the rows again where it does not add up
+(``PlacesMisaligned``), so a load that succeeds makes no pass of its own over the files.
 """
 
 from __future__ import annotations
@@ -62,9 +65,33 @@ def remember_saved_files(dataset: Any) -> None:
         remember_files(dataset, shards)
 
 
-def placed_rows(dataset: Any, rows: Iterable[tuple[str, Any]]) -> Iterable[tuple[str, Any]]:
+class PlacesMisaligned(Exception):
+    """The places ``placed_rows(..., checked_after=True)`` gave were not the rows' (the files'
+    rows did not add up to the dataset's, found as the rows were read): read the rows again
+    after ``forget_files``, by their places in the whole."""
+
+
+def forget_files(dataset: Any) -> None:
+    """``dataset``'s rows keep their places in the whole from now on."""
+    with contextlib.suppress(TypeError):
+        _FILES.pop(dataset, None)
+
+
+# what a file directpo cannot read as datasets did raises while its places are counted
+_UNREAD = (DataError, OSError, ValueError, EOFError)
+
+
+def placed_rows(
+    dataset: Any, rows: Iterable[tuple[str, Any]], *, checked_after: bool = False
+) -> Iterable[tuple[str, Any]]:
     """``rows`` of ``dataset`` (as "row i"), each said by its file's place where the dataset's
-    files are noted and their rows add up to its own; else ``rows`` as they are."""
+    files are noted and their rows add up to its own; else ``rows`` as they are.
+    ``checked_after``: the files are not counted first (a pass over each, on every load that
+    succeeds: the places of a single source's rows are needed only where one is refused), but
+    walked beside the rows, their count checked as they end; where they do not add up,
+    ``PlacesMisaligned`` is raised, and the caller reads the rows again after
+    ``forget_files``. A mixture keys its rows by their places before it reads them: counted
+    first."""
     try:
         files = _FILES.get(dataset)
     except TypeError:  # (an object of no weak reference or hash: a table of Python's own)
@@ -73,13 +100,42 @@ def placed_rows(dataset: Any, rows: Iterable[tuple[str, Any]]) -> Iterable[tuple
         return rows
     if not hasattr(dataset, "__len__"):  # (a stream: its rows are not counted ahead)
         return rows  # (selected or shuffled rows: their files' order is not theirs)
+    if checked_after and not all(_counted(path) for path in files):
+        return _walked(files, rows, len(dataset))
     try:
         if sum(map(_count, files)) != len(dataset):
             return rows
-    except (DataError, OSError, ValueError, EOFError):
+    except _UNREAD:
         return rows  # (a file directpo cannot read as datasets did: places in the whole)
     places = (f"{_shown(path)}: {place}" for path in files for place in _places(path))
     return ((next(places, where), row) for where, row in rows)
+
+
+def _walked(
+    files: list[str], rows: Iterable[tuple[str, Any]], size: int
+) -> Iterator[tuple[str, Any]]:
+    """``rows`` said by the places of ``files`` walked beside them; ``PlacesMisaligned`` where
+    the files' rows are not ``size`` (each file's count kept once they are)."""
+    counts: dict[str, int] = {}
+
+    def places() -> Iterator[str]:
+        for path in files:
+            counts[path] = 0
+            for place in _places(path):
+                counts[path] += 1
+                yield f"{_shown(path)}: {place}"
+
+    walk = places()
+    for _, row in rows:
+        yield _next_place(walk), row
+    try:
+        ended = next(walk, None) is None
+    except _UNREAD:
+        ended = False
+    if not ended or sum(counts.values()) != size:
+        raise PlacesMisaligned
+    with contextlib.suppress(OSError):  # (a mixture of the same files counts none again)
+        _COUNTS.update({_version(path): count for path, count in counts.items()})
 
 
 # rows counted per file, by (path, size, modified): a mixture opens its source twice (to count
@@ -87,9 +143,32 @@ def placed_rows(dataset: Any, rows: Iterable[tuple[str, Any]]) -> Iterable[tuple
 _COUNTS: dict[tuple[str, int, int], int] = {}
 
 
-def _count(path: str) -> int:
+def _next_place(walk: Iterator[str]) -> str:
+    """The next place of ``walk``; ``PlacesMisaligned`` where the files end first or one
+    cannot be read as datasets read it."""
+    try:
+        place = next(walk, None)
+    except _UNREAD:
+        place = None
+    if place is None:
+        raise PlacesMisaligned
+    return place
+
+
+def _version(path: str) -> tuple[str, int, int]:
     stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _counted(path: str) -> bool:
+    try:
+        return _version(path) in _COUNTS
+    except OSError:
+        return False
+
+
+def _count(path: str) -> int:
+    key = _version(path)
     if key not in _COUNTS:
         _COUNTS[key] = sum(1 for _ in _places(path))
     return _COUNTS[key]
