@@ -421,3 +421,25 @@ def test_a_test_split_that_is_the_train_split_is_refused_before_it_is_read(
     config.ref_model_name_or_path = None  # (an eval set given to train() is the held-out one)
     with pytest.raises(AssertionError, match="a split was read"):
         train(config, eval_dataset=SENTIMENT_PAIRS, echo=lambda _: None)
+
+
+def test_a_mixtures_test_split_beside_eval_dataset_is_said_with_the_mixtures_rows(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """dataset_mixture's test_split_size with train(eval_dataset=...) was refused by the run
+    once every source of the mixture had been read, so a bad row there was said alone and the
+    refusal only by the next run. It needs no row: preflight says it with the other options'
+    problems, the mixture's bad rows beside it (early_rows), in one error."""
+    from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+
+    rows = [*SENTIMENT_PAIRS, {"prompt": "p", "chosen": " a", "rejected": None}]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    mixture = {"datasets": [{"id": str(pairs)}], "test_split_size": 2}
+    config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out", dataset_mixture=mixture)
+    with pytest.raises(ConfigError) as refused:
+        train(config, eval_dataset=SENTIMENT_PAIRS, echo=lambda _: None)
+    said = str(refused.value)
+    assert refused.value.problems == [
+        "dataset_mixture's test_split_size and eval_dataset both give held-out pairs: keep one"
+    ]
+    assert f"line {len(rows)}: field 'rejected' is null" in said

@@ -160,6 +160,11 @@ def _check_data(
     problems += _dataset_name_problems(config.dataset_name)
     if need_train_file and not eval_dataset_given and (same := _same_split(config)):
         problems.append(same)
+    mixture = config.dataset_mixture if isinstance(config.dataset_mixture, dict) else {}
+    if need_train_file and eval_dataset_given and mixture.get("test_split_size") is not None:
+        problems.append(  # (said once every source of the mixture had been read)
+            "dataset_mixture's test_split_size and eval_dataset both give held-out pairs: keep one"
+        )
     has_data = (
         config.train_file
         or config.dataset_name

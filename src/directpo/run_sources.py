@@ -42,10 +42,7 @@ def mixture_pairs(
     echo(f"train: {mixed.train.summary()}")
     if mixed.test is None:
         return mixed.train, None
-    if eval_dataset is not None:
-        raise ConfigError(
-            "dataset_mixture's test_split_size and eval_dataset both give held-out pairs: keep one"
-        )
+    # (test_split_size with eval_dataset too: refused by preflight, before any source is read)
     if config.eval_strategy == "no":
         echo(f"eval: {len(mixed.test)} held-out pairs not evaluated (eval_strategy: no)")
         return mixed.train, None
