@@ -1943,6 +1943,27 @@ def test_a_prompt_column_of_any_case_is_named_in_the_refusal() -> None:
         load_preferences([row])
 
 
+def test_the_default_prompt_column_beside_another_given_is_named() -> None:
+    """``score --prompt_column question`` of a file of prompt rows was told "chosen and
+    rejected share no common prefix ... if another column holds the prompt, set prompt_column"
+    (a recipe's words on a command line, the column unnamed), and train's "column 'question'
+    not found ...; give --prompt_column" named no column either: both name 'prompt' now, in
+    the caller's words."""
+    from directpo.callers import Caller, Entry, Spelling, called_by
+
+    row = {"prompt": "The movie was", "chosen": " great", "rejected": " dull"}
+    with called_by(Caller(Spelling.FLAGS, Entry.FOLDER)):
+        with pytest.raises(DataError, match="column 'prompt', which would never reach the m"):
+            parse_pair(row, Columns(prompt="question"), "f: line 1")  # score's pair rows
+        with pytest.raises(DataError, match="; give --prompt_column prompt$"):
+            parse_pair(row, Columns(prompt="question"), "f: line 1")
+        with pytest.raises(DataError, match="holds the prompt, give --prompt_column\\)$"):
+            parse_pair({"chosen": "yes", "rejected": "no", "id": "x"}, Columns(), "f: line 1")
+    wanted = "column 'question' not found \\(columns: prompt, chosen, rejected\\); set prompt_c"
+    with pytest.raises(DataError, match=wanted + "olumn: prompt$"):  # train's
+        load_preferences([row], Columns(prompt="question", prompt_required=True))
+
+
 def test_completions_in_columns_of_other_names_are_named_in_the_fix() -> None:
     """torchtune's stack_exchange_paired_dataset rows (response_j / response_k) and its
     preference_dataset example (chosen_conversations / rejected_conversations) were told

@@ -142,6 +142,34 @@ def test_every_inline_option_is_an_option() -> None:
     assert not unknown, unknown
 
 
+# flags a bash block's comments name that are other tools' (accelerate's), or transformers'
+# generate() arguments the docs say directpo refuses: none may become a directpo option unseen
+FOREIGN_FLAGS = {"cpu", "multi_gpu", "do_sample", "num_beams", "version"}
+
+
+def test_every_flag_a_command_lines_comment_names_is_an_option() -> None:
+    """README's score / rank / generate block explains its flags in comments (``--output_prefix
+    run2_``, ``--completions_column``, ``--keep_special_tokens``, ``--top_p``), which the command
+    lines' check cuts off: each flag there is a directpo option, or one the docs name as another
+    tool's (FOREIGN_FLAGS, which stay no option of any command)."""
+    cli_names = set()
+    for command in COMMANDS.values():
+        cli_names |= {f.name for f in dataclasses.fields(command.options)}
+    unknown, named = [], set()
+    for path in DOCS:
+        for block in _blocks(_text(path), ("bash", "sh", "")):
+            for line in block.splitlines():
+                comment = line.partition("#")[2]
+                for flag in re.findall(r"(?:^|[\s(`'])--([a-z][a-z0-9_]*)", comment):
+                    name = flag[3:] if flag.startswith("no_") else flag
+                    named.add(name)
+                    if name not in CONFIG_KEYS | cli_names | {"config", "help"} | FOREIGN_FLAGS:
+                        unknown.append(f"{path.name}: --{flag} in '{line.strip()}'")
+    assert not unknown, unknown
+    assert {"output_prefix", "completions_column", "keep_special_tokens"} <= named  # read at all
+    assert not FOREIGN_FLAGS & cli_names, "a flag the docs call another tool's is an option now"
+
+
 # values the docs show in order to say they are refused ("`dtype: bf16` is refused as a value")
 REFUSED_SPELLINGS = {"dtype: bf16"}
 
@@ -345,6 +373,26 @@ def test_every_file_and_test_the_docs_point_to_exists() -> None:
                 missing.append(f"{path.name}: {name}")
             elif test and not re.search(rf"^def {test}", _text(ROOT / name), re.M):
                 missing.append(f"{path.name}: {name}::{test}")
+    assert not missing, missing
+
+
+def test_every_test_the_docs_name_alone_exists() -> None:
+    """docs/performance.md names the tests that pin a measured change by their name alone
+    (`test_score_and_rank_call_the_tokenizer_once_per_batch_of_rows`), without their file:
+    each is a test function somewhere under tests/ (or `dataset_mixture`'s `test_split_size`),
+    so that a renamed test does not leave the docs pointing at nothing."""
+    defined = set()
+    for test_file in (ROOT / "tests").rglob("*.py"):
+        defined |= set(re.findall(r"^\s*def (test_\w+)", _text(test_file), re.M))
+    named = {
+        (path.name, span)
+        for path in DOCS
+        for span in _inline_code(_text(path))
+        if re.fullmatch(r"test_\w+", span)
+    }
+    assert len(named) >= 3  # the docs do name tests so
+    keys = {"test_split_size"}  # dataset_mixture's held-out share, not a test
+    missing = [f"{doc}: {name}" for doc, name in sorted(named) if name not in defined | keys]
     assert not missing, missing
 
 

@@ -257,6 +257,17 @@ def test_a_revision_of_a_local_model_folder_is_refused(
     assert f"model_name_or_path {model} is a local folder" in err
 
 
+@pytest.mark.parametrize(("revision", "refused"), [("main", False), ("v1.0", True)])
+def test_a_local_folders_revision_main_passes(tmp_path: Path, revision, refused) -> None:
+    """``model_revision: main`` is ModelConfig's default, in every recipe ``trl dpo`` writes out:
+    beside a folder it names what the folder is and passes, as README and docs/migrating.md say;
+    another revision is refused."""
+    config = DPOConfig(model_name_or_path=str(tmp_path), model_revision=revision)
+    problems = directpo.model_locations.revision_problems(config)
+    assert bool(problems) is refused
+    assert all(f"revision {revision} " in problem for problem in problems)
+
+
 @pytest.mark.parametrize(("softcapped", "kernel"), [(True, "eager"), (False, "sdpa")])
 def test_a_cpu_runs_kernel_hint_is_one_the_model_runs(tmp_path: Path, softcapped, kernel) -> None:
     """flash_attention_2 / flex_attention on CPU were told 'use auto or sdpa', which Gemma 2

@@ -108,6 +108,23 @@ def test_a_prompt_under_a_well_known_name_is_named_in_the_refusal(tmp_path, caps
     assert "missing field 'prompt'; give --prompt_column question" in capsys.readouterr().err
 
 
+def test_the_default_prompt_column_beside_another_given_is_named(tmp_path, capsys) -> None:
+    """rank / generate --prompt_column question of {"prompt": ...} rows said "missing field
+    'question'" alone (score's pair rows, "share no common prefix"): the refusal names the
+    row's prompt column, as the flag to give."""
+    from directpo.cli import main
+    from directpo.prompts import parse_prompt_and_responses
+
+    rows = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Hi"}])
+    with pytest.raises(DataError, match="missing field 'question'; set prompt_column: prompt$"):
+        load_prompts(str(rows), prompt_column="question")
+    with pytest.raises(DataError, match="'question'; set prompt_column: prompt$"):  # rank's
+        parse_prompt_and_responses({"prompt": "Hi", "responses": ["a"]}, "question", "x", "l 1")
+    args = ["--model_name_or_path", str(tmp_path), "--input", str(rows), "--output", "o.jsonl"]
+    assert main(["generate", *args, "--prompt_column", "question"]) == 2
+    assert "missing field 'question'; give --prompt_column prompt" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("load", [load_prompts, load_prompt_rows])
 def test_a_prompt_files_rows_held_by_one_json_object_are_read_as_its_rows(tmp_path, load):
     """{"data": [prompt rows]} saved as .jsonl on one line (as some exports write it) was one

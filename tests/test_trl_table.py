@@ -280,7 +280,7 @@ def test_a_trainer_only_argument_is_told_as_train_takes_keywords() -> None:
 def test_reward_funcs_naming_a_model_is_told_reward_model_name_or_path(tmp_path) -> None:
     """``reward_funcs: rm/`` (TRL's reward_funcs takes a reward model's folder or hub id) was
     told "did you mean 'reward_fn'?", an option that takes a function: the model's option is
-    said in each source's words; a function's spelling is still led to reward_fn, and
+    said in each source's words; so is reward_fn set to a function's spelling, and
     train(reward_funcs="org/rm"), TRL's keyword, sets the model's option."""
     said = {}
     for spelling, where in SOURCES.items():
@@ -299,7 +299,17 @@ def test_reward_funcs_naming_a_model_is_told_reward_model_name_or_path(tmp_path)
         "rm/ is a reward model: pass reward_model_name_or_path='rm/' (reward_fn=... takes a "
         "function)"
     )
-    assert said[Spelling.RECIPE, "rewards.py:score"] == "did you mean 'reward_fn'?"
+    # a function was told "did you mean 'reward_fn'?", its value then retyped
+    assert said[Spelling.RECIPE, "rewards.py:score"] == (
+        "set reward_fn: rewards.py:score (TRL's reward_funcs of one function is reward_fn here)"
+    )
+    assert said[Spelling.FLAGS, "rewards.py:score"].startswith(
+        "give --reward_fn rewards.py:score ("
+    )
+    assert said[Spelling.PYTHON, "rewards.py:score"].startswith("pass reward_fn='rewards.py:score'")
+    with pytest.raises(ConfigError) as err:  # several: reward_fn's own check says to sum them
+        translate({"reward_funcs": ["a:f", "b:g"]}, KNOWN, "r.yaml")
+    assert str(err.value).endswith("did you mean 'reward_fn'?")
     from directpo.arguments import config_with
 
     prompts = tmp_path / "p.jsonl"

@@ -120,6 +120,8 @@ def detect_layout(
         if key is None or key in names or (key == columns.prompt and not columns.prompt_required):
             continue
         cased = other_case(names, {option: key})  # (a header of another case: Question)
+        if not cased and option == "prompt_column" and "prompt" in names:
+            cased = [(option, "prompt")]  # the default column beside another given: named
         raise DataError(
             f"{label}: column '{key}' not found (columns: {', '.join(map(str, names))}); "
             + _read_by_fix(columns, spell_setting(cased[0] if cased else option), bool(cased))
@@ -219,7 +221,8 @@ def parse_row(
                 + (
                     f"conversation; column '{held[0]}' holds messages: {fix})"
                     if fix
-                    else "conversation; if another column holds the prompt, set prompt_column)"
+                    else "conversation; if another column holds the prompt, "
+                    f"{spell_setting('prompt_column')})"  # (as the caller sets options)
                 ),
             ) from None
         if isinstance(prompt, list):

@@ -305,7 +305,8 @@ def _prompt_like(row: dict[str, Any], prompt_column: str, where: str) -> str:
     if is_rows_document(row) and ": line " in where:  # ({"data": [rows]} on a JSON Lines line)
         return f"; it is {rows_document_said(row)}"
     named = {name.lower(): name for name in row if isinstance(name, str)}
-    found = next((named[name] for name in PROMPT_LIKE_COLUMNS if name in named), None)
+    # the default name too: rank / generate --prompt_column question of prompt rows
+    found = next((named[name] for name in ("prompt", *PROMPT_LIKE_COLUMNS) if name in named), None)
     return f"; {spell_setting(('prompt_column', found))}" if found else ""
 
 

@@ -409,6 +409,20 @@ def reward_model_named(value: Any) -> str | None:
     return value if "/" in value or os.path.isdir(os.path.expanduser(value)) else None
 
 
+def _reward_funcs_hint(value: Any) -> str:
+    """reward_funcs, TRL's trainer argument, in a recipe or flags: a model's folder or id is
+    reward_model_name_or_path's; one function (``my_rewards:score``, a list of one) was told
+    only "did you mean 'reward_fn'?", the value then retyped: the setting is said with it."""
+    if model := reward_model_named(value):
+        return _reward_model_hint(model)
+    if isinstance(value, list | tuple) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str) or not (":" in value or value.endswith(".py")):
+        return ""  # (several functions: reward_fn's own check says to sum them in one)
+    setting = spell_setting(("reward_fn", value))
+    return f"; {setting} (TRL's reward_funcs of one function is reward_fn here)"
+
+
 def _reward_model_hint(model: str) -> str:
     """reward_funcs naming a model: it was told "did you mean 'reward_fn'?", which takes a
     function; a model's folder or id is reward_model_name_or_path's."""
@@ -471,8 +485,8 @@ def _translate(values: dict[str, Any], known: list[str], where: str) -> dict[str
             named = " and ".join(f"'{flag}{name}'" for name in names)
             hint = f"; did you mean {named}?" if names else ""
             hint = hint or unknown_hint(key, [*known, *(["config"] if flag else [])], flag)
-            if key == "reward_funcs" and (model := reward_model_named(value)):
-                hint = _reward_model_hint(model)
+            if key == "reward_funcs":
+                hint = _reward_funcs_hint(value) or hint
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")

@@ -77,8 +77,10 @@ def unread_prompt_settings(
         chosen = "\n".join(text for text in contents if isinstance(text, str))
     if not isinstance(chosen, str):
         return None
-    # any case (a spreadsheet's header: Prompt, Question), the prompt column's own name too
-    wanted = (columns.prompt.lower(), *PROMPT_LIKE_COLUMNS, *SYSTEM_COLUMNS)
+    # any case (a spreadsheet's header: Prompt, Question), the prompt column's own name too,
+    # and the default one beside another given (score --prompt_column question of a file of
+    # prompt rows was told 'chosen and rejected share no common prefix', the prompt unnamed)
+    wanted = (columns.prompt.lower(), "prompt", *PROMPT_LIKE_COLUMNS, *SYSTEM_COLUMNS)
     present = sorted(
         (name for name in names if isinstance(name, str) and name.lower() in wanted),
         key=lambda name: wanted.index(name.lower()),
