@@ -1245,3 +1245,28 @@ def test_a_fix_said_while_running_is_worded_as_each_caller_sets_options(
             line = _run_time_refusal(kind, monkeypatch)
         assert said in line, (spelling, line)
         assert not any(other in line for other in set(wanted.values()) - {said}), line
+
+
+def test_a_null_seeds_resume_from_a_checkpoint_without_one_is_told_per_caller(
+    tmp_path, monkeypatch
+) -> None:
+    """seed: null resumed from a checkpoint that records no seed was told "seed: null: ...:
+    give the run's seed" whoever called (a flag's verb to a recipe's user, YAML's null to a
+    Python caller's seed=None); each now reads its own spelling."""
+    from directpo import resume
+    from directpo.process_group import SINGLE_PROCESS
+
+    checkpoint = tmp_path / "checkpoint-1"
+    checkpoint.mkdir()
+    (checkpoint / "config.yaml").write_text("beta: 0.1\n")  # (an earlier version's: no seed)
+    monkeypatch.setattr(resume, "resolve_checkpoint", lambda *args: checkpoint)
+    config = DPOConfig(seed=None, resume_from_checkpoint=str(checkpoint))
+    wanted = {
+        Spelling.RECIPE: ("seed: null: ", "; set seed: N, the seed the run trained with"),
+        Spelling.FLAGS: ("--seed null: ", "; give --seed N, the seed the run trained with"),
+        Spelling.PYTHON: ("seed=None: ", "; pass seed=N, the seed the run trained with"),
+    }
+    for spelling, (lead, fix) in wanted.items():
+        with called_by(Caller(spelling, Entry.TRAIN)), pytest.raises(ConfigError) as refused:
+            resume.run_seed(config, SINGLE_PROCESS, lambda line: None)
+        assert str(refused.value) == f"{lead}{checkpoint} records no seed to resume with{fix}"
