@@ -603,9 +603,10 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
     # the train split named as the test split too: its pairs were evaluated as held out
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "t", dataset_name=str(folder),
                          dataset_test_split="train")  # fmt: skip
-    with pytest.raises(ConfigError, match=r"^dataset_test_split: train is dataset_train_split "
-                       "too, so the held-out pairs would be the training pairs;.* or set "
-                       "eval_strategy='no'$"):  # fmt: skip
+    # (train()'s keywords: it read "give eval_file, or set eval_strategy='no'", mixed words)
+    with pytest.raises(ConfigError, match=r"^dataset_test_split='train' is dataset_train_split "
+                       "too, so the held-out pairs would be the training pairs;.* or pass "
+                       r"eval_file=\.\.\. or eval_strategy='no'$"):  # fmt: skip
         train(config, echo=lambda _: None)
     # a test split named but absent: refused by that name (it was a run that never evaluated)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "d", dataset_name=str(folder),

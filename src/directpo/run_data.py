@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from directpo.callers import spell_option
+from directpo.callers import said, spell_setting
 from directpo.chat_templates import replace_chat_template, writes_todays_date
 from directpo.config import DPOConfig
 from directpo.data import load_preferences
@@ -186,10 +186,13 @@ def _load_named_splits(config: DPOConfig, sources: _Sources) -> None:
         if config.dataset_test_split == config.dataset_train_split:
             # (its pairs were evaluated as held out: eval/rewards/accuracies of training
             # pairs, read as generalisation)
+            # (as the caller sets options: 'give eval_file, or set --eval_strategy no' was
+            # said to a flag's user, "set eval_strategy='no'" to a keyword's)
+            instead = spell_setting("eval_file", ("eval_strategy", "no"), last=" or ")
             raise ConfigError(
-                f"dataset_test_split: {config.dataset_test_split} is dataset_train_split "
-                "too, so the held-out pairs would be the training pairs; name a split held "
-                f"out of training, give eval_file, or set {spell_option('eval_strategy', 'no')}"
+                f"{said('dataset_test_split', config.dataset_test_split)} is "
+                "dataset_train_split too, so the held-out pairs would be the training pairs; "
+                f"name a split held out of training, or {instead}"
             )
         sources.eval = load_named_dataset(
             config, "dataset_test_split", required=evaluation_asked(config)
