@@ -106,7 +106,8 @@ def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
         if required is None:
             return None
         raise DataError(
-            f"{label}: no split '{split}' (it has {', '.join(loaded)}) for {required}; set {key}"
+            f"{label}: no split '{split}' (it has {', '.join(loaded)}) for {required}; "
+            f"{spell_setting(key)}"
         )
     return picked
 
