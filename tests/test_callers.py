@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from tiny import SENTIMENT_PAIRS, save_tiny_model, write_jsonl
@@ -340,6 +341,12 @@ REFUSALS = [
         "got true: a number, not a switch",
         "got true: a number, not a switch",
         "got True: a number, not a switch",
+    ),
+    (  # (TR-DPO with adapters: 'use ref_model_mixup_alpha: 1.0' was said to every caller)
+        {"lora_r": 8, "sync_ref_model": True, "ref_model_mixup_alpha": 0.6},
+        "set ref_model_mixup_alpha: 1.0 (the hard update)",
+        "give --ref_model_mixup_alpha 1.0 (the hard update)",
+        "pass ref_model_mixup_alpha=1.0 (the hard update)",
     ),
 ]
 
@@ -1139,3 +1146,127 @@ def test_a_settings_fix_written_in_one_callers_words_is_each_callers(
         with speaking_as(Caller(spelling, Entry.TRAIN)):
             line = said(monkeypatch)
         assert expected in line, (spelling, line)
+
+
+# a fix said after the options' checks (while training, at a launch, in a start note), as
+# (what a recipe's user reads, a command line's, a Python caller's)
+RUN_TIME_FIXES = {
+    "guard": (
+        "set master_weights: float32 or optimizer: adamw_kahan",
+        "give --master_weights float32 or --optimizer adamw_kahan",
+        "pass master_weights='float32' or optimizer='adamw_kahan'",
+    ),
+    "checkpointing": (
+        "set gradient_checkpointing_every: 1",
+        "give --gradient_checkpointing_every 1",
+        "pass gradient_checkpointing_every=1",
+    ),
+    "launch": (
+        "distributed: none, but the launcher started 2 processes; set distributed: ddp (or "
+        "fsdp, or auto)",
+        "--distributed none, but the launcher started 2 processes; give --distributed ddp (or "
+        "fsdp, or auto)",
+        "distributed='none', but the launcher started 2 processes; pass distributed='ddp' (or "
+        "'fsdp', or 'auto')",
+    ),
+    "fsdp": (
+        "distributed: fsdp: Linear names no transformer block class (_no_split_modules); set "
+        "distributed: ddp",
+        "--distributed fsdp: Linear names no transformer block class (_no_split_modules); give "
+        "--distributed ddp",
+        "distributed='fsdp': Linear names no transformer block class (_no_split_modules); pass "
+        "distributed='ddp'",
+    ),
+    "notes": (
+        "warning: master_weights: bfloat16 with optimizer: adamw: updates below 1/256 of a "
+        "weight are rounded away; optimizer: adamw_kahan keeps them",
+        "warning: --master_weights bfloat16 with --optimizer adamw: updates below 1/256 of a "
+        "weight are rounded away; --optimizer adamw_kahan keeps them",
+        "warning: master_weights='bfloat16' with optimizer='adamw': updates below 1/256 of a "
+        "weight are rounded away; optimizer='adamw_kahan' keeps them",
+    ),
+}
+
+
+def _run_time_refusal(kind: str, monkeypatch) -> str:
+    import torch
+
+    from directpo.data_parallel import wrap
+    from directpo.errors import DirectpoError
+    from directpo.guard import UpdateStats, check_update
+    from directpo.model_preparation import enable_activation_checkpointing
+    from directpo.process_group import World, setup
+    from directpo.start_notes import start_notes
+
+    if kind == "notes":
+        config = DPOConfig(dtype="bfloat16", master_weights="bfloat16", optimizer="adamw")
+        return "\n".join(start_notes(config, 4, lora=False))
+
+    class Block(torch.nn.Module):  # (a block transformers gives no per-layer switch)
+        pass
+
+    class Model(torch.nn.Module):
+        _no_split_modules = ["Block"]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = SimpleNamespace(use_cache=True)
+            self.blocks = torch.nn.ModuleList([Block(), Block()])
+
+        def gradient_checkpointing_enable(self, **_: object) -> None:
+            pass
+
+    stuck = UpdateStats(changed=0, movable=100, ratio=0.0)
+    refusals = {
+        "guard": lambda: check_update(stuck, 3, 1e-6, 1.0, 0.69, torch.bfloat16, "adamw"),
+        "checkpointing": lambda: enable_activation_checkpointing(Model(), every=2),
+        "launch": lambda: setup("none"),
+        "fsdp": lambda: wrap(
+            type("Scorer", (), {"model": torch.nn.Linear(2, 2)})(), World(mode="fsdp"), None
+        ),
+    }
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DirectpoError) as err:
+        refusals[kind]()
+    return str(err.value)
+
+
+@pytest.mark.parametrize("kind", sorted(RUN_TIME_FIXES))
+def test_a_fix_said_while_running_is_worded_as_each_caller_sets_options(
+    kind: str, monkeypatch
+) -> None:
+    """A bf16 run whose updates vanished, gradient_checkpointing_every on a model without a
+    per-layer switch, distributed: none under a launcher of 2, FSDP of a model without blocks
+    and the master_weights: bfloat16 start note said a recipe's 'use master_weights: float32'
+    (YAML) to a flag's and a keyword's user too; each now reads its own spelling."""
+    wanted = dict(zip(Spelling, RUN_TIME_FIXES[kind], strict=True))
+    for spelling, said in wanted.items():
+        with called_by(Caller(spelling, Entry.TRAIN)):
+            line = _run_time_refusal(kind, monkeypatch)
+        assert said in line, (spelling, line)
+        assert not any(other in line for other in set(wanted.values()) - {said}), line
+
+
+def test_a_null_seeds_resume_from_a_checkpoint_without_one_is_told_per_caller(
+    tmp_path, monkeypatch
+) -> None:
+    """seed: null resumed from a checkpoint that records no seed was told "seed: null: ...:
+    give the run's seed" whoever called (a flag's verb to a recipe's user, YAML's null to a
+    Python caller's seed=None); each now reads its own spelling."""
+    from directpo import resume
+    from directpo.process_group import SINGLE_PROCESS
+
+    checkpoint = tmp_path / "checkpoint-1"
+    checkpoint.mkdir()
+    (checkpoint / "config.yaml").write_text("beta: 0.1\n")  # (an earlier version's: no seed)
+    monkeypatch.setattr(resume, "resolve_checkpoint", lambda *args: checkpoint)
+    config = DPOConfig(seed=None, resume_from_checkpoint=str(checkpoint))
+    wanted = {
+        Spelling.RECIPE: ("seed: null: ", "; set seed: N, the seed the run trained with"),
+        Spelling.FLAGS: ("--seed null: ", "; give --seed N, the seed the run trained with"),
+        Spelling.PYTHON: ("seed=None: ", "; pass seed=N, the seed the run trained with"),
+    }
+    for spelling, (lead, fix) in wanted.items():
+        with called_by(Caller(spelling, Entry.TRAIN)), pytest.raises(ConfigError) as refused:
+            resume.run_seed(config, SINGLE_PROCESS, lambda line: None)
+        assert str(refused.value) == f"{lead}{checkpoint} records no seed to resume with{fix}"

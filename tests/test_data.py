@@ -598,19 +598,23 @@ def test_dataset_name_loads_a_local_dataset_with_its_splits(tiny_model_dirs, tmp
     # evaluations asked for with no test split: refused, not a run that silently never evaluates
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "e", dataset_name=str(folder),
                          dataset_test_split="dev", eval_steps=2)  # fmt: skip
-    with pytest.raises(DataError, match=r"no split 'dev' .* eval_steps asks for; set dataset_test"):
+    # (train()'s keyword: it read 'set dataset_test_split', a recipe's verb)
+    with pytest.raises(DataError, match=r"no split 'dev' .* eval_steps asks for; pass "
+                       r"dataset_test_split=\.\.\.$"):  # fmt: skip
         train(config, echo=lambda _: None)
     # the train split named as the test split too: its pairs were evaluated as held out
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "t", dataset_name=str(folder),
                          dataset_test_split="train")  # fmt: skip
-    with pytest.raises(ConfigError, match=r"^dataset_test_split: train is dataset_train_split "
-                       "too, so the held-out pairs would be the training pairs;.* or set "
-                       "eval_strategy='no'$"):  # fmt: skip
+    # (train()'s keywords: it read "give eval_file, or set eval_strategy='no'", mixed words)
+    with pytest.raises(ConfigError, match=r"^dataset_test_split='train' is dataset_train_split "
+                       "too, so the held-out pairs would be the training pairs;.* or pass "
+                       r"eval_file=\.\.\. or eval_strategy='no'$"):  # fmt: skip
         train(config, echo=lambda _: None)
     # a test split named but absent: refused by that name (it was a run that never evaluated)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "d", dataset_name=str(folder),
                          dataset_test_split="validation")  # fmt: skip
-    with pytest.raises(DataError, match=r"no split 'validation' .* dataset_test_split names; set"):
+    with pytest.raises(DataError, match=r"no split 'validation' .* dataset_test_split names; "
+                       r"pass dataset_test_split=\.\.\.$"):  # fmt: skip
         train(config, echo=lambda _: None)
     # best model / early stopping under eval_strategy: no (the test split only held out): they
     # were silently never applied, the output the last step's weights

@@ -74,6 +74,30 @@ def test_a_test_split_that_holds_training_rows_is_refused_as_the_train_split_is(
     assert len(held_out) == len(SENTIMENT_PAIRS)
 
 
+def test_a_test_split_of_training_rows_is_told_the_fix_as_each_caller_sets_options(tmp_path):
+    """Its fix read 'give eval_file, or set eval_strategy: no' whoever called: a recipe's user
+    a flag's verb, a flag's 'set --eval_strategy no', a keyword's 'set eval_strategy='no''."""
+    from directpo.callers import Caller, Entry, Spelling, called_by
+
+    folder = _folder(tmp_path)
+    wanted = {
+        Spelling.RECIPE: "dataset_test_split: train[:1] holds rows of dataset_train_split: "
+        "train, so held-out pairs would be training pairs; name rows held out of training "
+        "(train[:90%] beside train[90%:]), or set eval_file or eval_strategy: 'no'",
+        Spelling.FLAGS: "--dataset_test_split 'train[:1]' holds rows of --dataset_train_split "
+        "train, so held-out pairs would be training pairs; name rows held out of training "
+        "(train[:90%] beside train[90%:]), or give --eval_file or --eval_strategy no",
+        Spelling.PYTHON: "dataset_test_split='train[:1]' holds rows of dataset_train_split="
+        "'train', so held-out pairs would be training pairs; name rows held out of training "
+        "(train[:90%] beside train[90%:]), or pass eval_file=... or eval_strategy='no'",
+    }
+    for spelling, said in wanted.items():
+        with called_by(Caller(spelling, Entry.TRAIN)), pytest.raises(ConfigError) as refused:
+            load_named_dataset(_options(folder, train="train", test="train[:1]"),
+                               "dataset_test_split", required=None)  # fmt: skip
+        assert str(refused.value) == said
+
+
 def test_a_stream_refuses_a_slice_in_one_line(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
     options = _options(folder, train="train[:10%]")

@@ -511,7 +511,7 @@ def test_eval_generate_samples_the_prompts_of_a_dataset_name_test_split(
     )
     config = DPOConfig(**{**options, "dataset_name": str(tmp_path / "no-test")},
                        output_dir=str(tmp_path / "x"))  # fmt: skip
-    with pytest.raises(DataError, match=r"no split 'test' .* eval_generate samples; set dataset"):
+    with pytest.raises(DataError, match=r"no split 'test' .* eval_generate samples; pass dataset"):
         train(config, echo=lambda _: None)
 
 

@@ -500,14 +500,28 @@ def test_a_model_folder_saved_without_its_tokenizer_says_so(tiny_model_dirs, tmp
     said = (
         f"tokenizer '{alone}': the folder holds no tokenizer files (tokenizer.json, "
         "tokenizer_config.json, ...), as a model saved alone: save its tokenizer there too "
-        "(tokenizer.save_pretrained(folder)), or give tokenizer_name_or_path"
+        "(tokenizer.save_pretrained(folder))"
     )
     with pytest.raises(ModelLoadError) as refused:
         load_tokenizer(str(alone))
-    assert str(refused.value) == said
+    assert str(refused.value) == f"{said}, or set tokenizer_name_or_path"  # (train's recipe)
+    # what else names a tokenizer, as the caller can: 'or give tokenizer_name_or_path' was said
+    # to ImplicitReward and score / rank / generate too, which have no such option
     with pytest.raises(ModelLoadError) as refused:
         ImplicitReward(str(alone), None, 0.1)
-    assert str(refused.value) == said
+    assert str(refused.value) == (
+        f"{said}, or pass ImplicitReward a tokenizer (its tokenizer argument)"
+    )
+    from directpo.callers import Caller, Entry, Spelling, called_by
+
+    for who, tail in (
+        (Caller(Spelling.FLAGS, Entry.TRAIN), ", or give --tokenizer_name_or_path"),
+        (Caller(Spelling.PYTHON, Entry.TRAIN), ", or pass tokenizer_name_or_path=..."),
+        (Caller(Spelling.FLAGS, Entry.FOLDER), ""),  # (score's: the folder's tokenizer alone)
+    ):
+        with called_by(who), pytest.raises(ModelLoadError) as refused:
+            load_tokenizer(str(alone))
+        assert str(refused.value) == f"{said}{tail}"
     (alone / "tokenizer_config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"^tokenizer '.*alone': cannot load \("):
         load_tokenizer(str(alone))

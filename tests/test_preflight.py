@@ -420,14 +420,14 @@ def test_a_test_split_that_is_the_train_split_is_refused_before_it_is_read(
     monkeypatch.setattr(directpo.run_data, "load_named_dataset", loading)
     config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / "out",
                          dataset_name=str(folder), dataset_test_split="train")  # fmt: skip
-    with pytest.raises(ConfigError, match=r"^dataset_test_split: train is dataset_train_split "
-                       "too, so the held-out pairs would be the training pairs;.* or set "
-                       "eval_strategy='no'$"):  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^dataset_test_split='train' is dataset_train_split "
+                       "too, so the held-out pairs would be the training pairs;.* or pass "
+                       r"eval_file=\.\.\. or eval_strategy='no'$"):  # fmt: skip
         train(config, echo=lambda _: None)
     config.ref_model_name_or_path = str(tmp_path / "no-reference")
     with pytest.raises(ConfigError) as refused:
         train(config, echo=lambda _: None)
-    assert len(refused.value.problems) == 2 and "dataset_test_split: train" in str(refused.value)
+    assert len(refused.value.problems) == 2 and "dataset_test_split='train'" in str(refused.value)
     assert read == []
     config.ref_model_name_or_path = None  # (an eval set given to train() is the held-out one)
     with pytest.raises(AssertionError, match="a split was read"):

@@ -41,8 +41,18 @@ def test_completions_with_turns_the_model_does_not_write_are_said_at_start(tmp_p
     assert start_lines(config, rows) == [
         "note: train: 1 pair's completions hold messages the model does not write (first: "
         "train_dataset: row 2, a 'tool' message): their tokens train as the policy's own (as "
-        "in TRL); set assistant_only_loss true to score only its replies"
+        "in TRL); set assistant_only_loss: true to score only its replies"
     ]
+    # (as each caller sets it: 'set assistant_only_loss true' was said to all, as none writes it)
+    from directpo.callers import Caller, Entry, Spelling, called_by
+
+    for spelling, on in (
+        (Spelling.FLAGS, "; give --assistant_only_loss to score only its replies"),
+        (Spelling.PYTHON, "; pass assistant_only_loss=True to score only its replies"),
+    ):
+        with called_by(Caller(spelling, Entry.TRAIN)):
+            (line,) = start_lines(config, rows)
+        assert line.endswith(on), line
     masked = tiny_config(folder, None, tmp_path / "out", assistant_only_loss=True)
     assert start_lines(masked, rows) == [
         "note: train: 1 pair's completions hold messages the model does not write (first: "

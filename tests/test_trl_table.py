@@ -319,6 +319,35 @@ def test_reward_funcs_naming_a_model_is_told_reward_model_name_or_path(tmp_path)
     assert (built.reward_model_name_or_path, built.reward_fn) == ("org/rm", None)
 
 
+def test_reward_funcs_listing_a_model_beside_a_function_is_told_both_options() -> None:
+    """TRL's ``reward_funcs: [rm/, my_rewards:score]`` (a reward model's and a function's
+    rewards summed) was told "did you mean 'reward_fn'?", which takes one function and no
+    model; now each goes to its option, in each source's words (a flag's list: a,b)."""
+    wanted = {
+        Spelling.RECIPE: "rm/ is a reward model and my_rewards:score a function: set "
+        "reward_model_name_or_path: rm/ and reward_fn: my_rewards:score (their rewards are "
+        "summed, weighted by reward_weights)",
+        Spelling.FLAGS: "rm/ is a reward model and my_rewards:score a function: give "
+        "--reward_model_name_or_path rm/ and --reward_fn my_rewards:score (their rewards are "
+        "summed, weighted by --reward_weights)",
+        Spelling.PYTHON: "rm/ is a reward model and my_rewards:score a function: pass "
+        "reward_model_name_or_path='rm/' and reward_fn='my_rewards:score' (their rewards are "
+        "summed, weighted by reward_weights=...)",
+    }
+    values = {Spelling.FLAGS: "rm/,my_rewards:score"}
+    for spelling, where in SOURCES.items():
+        value = values.get(spelling, ["rm/", "my_rewards:score"])
+        with pytest.raises(ConfigError) as err:
+            translate({"reward_funcs": value}, KNOWN, where)
+        assert str(err.value).split("'; ", 1)[-1] == wanted[spelling]
+    with pytest.raises(ConfigError) as err:  # (two models: a run scores with one)
+        translate({"reward_funcs": ["org/a", "org/b"]}, KNOWN, "recipe.yaml")
+    assert "org/a and org/b are reward models, of which a run scores with one" in str(err.value)
+    with pytest.raises(ConfigError) as err:  # (functions alone: reward_fn's, as before)
+        translate({"reward_funcs": ["a:f", "b:g"]}, KNOWN, "recipe.yaml")
+    assert str(err.value).endswith("did you mean 'reward_fn'?")
+
+
 def test_do_predict_names_the_command_as_its_caller_runs_it() -> None:
     """do_predict was told "use directpo generate" in Python too, which runs no command."""
     said = {}

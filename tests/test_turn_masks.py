@@ -196,6 +196,18 @@ def test_a_template_that_leaves_no_boundary_refuses_the_row(tokenizer) -> None:
         "rows: row 1: assistant_only_loss: the chat template renders the conversation up to the "
         "completion's message 1 differently from the start of the whole one"
     )
+    # the option turned off as the caller sets it ('set assistant_only_loss false' was said to
+    # every caller: none writes it so)
+    from directpo.callers import Caller, Entry, Spelling, called_by
+
+    for spelling, off in (
+        (Spelling.RECIPE, "or set assistant_only_loss: false"),
+        (Spelling.FLAGS, "or give --assistant_only_loss false"),
+        (Spelling.PYTHON, "or pass assistant_only_loss=False"),
+    ):
+        with called_by(Caller(spelling, Entry.TRAIN)), pytest.raises(DataError) as info:
+            _pair(rewriting, [row], assistant_only_loss=True)
+        assert off in str(info.value), str(info.value)
     assert len(_pair(rewriting, [row])) == 1
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from directpo.callers import said, spell_setting
 from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, unwrap_peft
 from directpo.model_preparation import decoder_layers
@@ -46,17 +47,18 @@ def wrap(
             fully_shard,
         )
 
+        blocks = decoder_layers(scorer.model)
+        if not blocks:  # (refused before the mesh: no collective is started for it)
+            raise ConfigError(
+                f"{said('distributed', 'fsdp')}: {type(scorer.model).__name__} names no "
+                f"transformer block class (_no_split_modules); "
+                f"{spell_setting(('distributed', 'ddp'))}"
+            )
         mesh = init_device_mesh(world.device.type, (world.size,))
         policy = MixedPrecisionPolicy(param_dtype=precision.compute, reduce_dtype=torch.float32)
         # pinned host memory speeds the copies to the GPU; there is no pinning without CUDA
         pinned = world.device.type == "cuda"
         placement = CPUOffloadPolicy(pin_memory=pinned) if offload else OffloadPolicy()
-        blocks = decoder_layers(scorer.model)
-        if not blocks:
-            raise ConfigError(
-                f"distributed: fsdp: {type(scorer.model).__name__} names no transformer block "
-                "class (_no_split_modules); use distributed: ddp"
-            )
         if precision.compute != torch.float32:  # (param_dtype unset: computed as stored)
             for unit in float32_units(unwrap_peft(scorer.model)):
                 float32 = MixedPrecisionPolicy(reduce_dtype=torch.float32)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from directpo.callers import spell_option
+from directpo.callers import said, spell_setting
 from directpo.errors import ConfigError, DataError, first_line
 from directpo.hub import cache_only_where_unreachable, unreachable_reason
 from directpo.option_paths import builder_without_files
@@ -92,18 +92,22 @@ def load_named_dataset(config: Any, key: str, *, required: str | None) -> Any:
     label = f"dataset_name '{name}'"
     if key == "dataset_test_split" and shares_rows(loaded, config.dataset_train_split, split):
         # (train+test, or train[:90%] beside train[80%:]: as dataset_test_split: train is)
+        # (as the caller sets options: 'give eval_file, or set --eval_strategy no' was said
+        # to a flag's user, 'set eval_strategy='no'' to a keyword's)
+        instead = spell_setting("eval_file", ("eval_strategy", "no"), last=" or ")
         raise ConfigError(
-            f"dataset_test_split: {split} holds rows of dataset_train_split: "
-            f"{config.dataset_train_split}, so held-out pairs would be training pairs; name "
-            "rows held out of training (train[:90%] beside train[90%:]), give eval_file, or "
-            f"set {spell_option('eval_strategy', 'no')}"
+            f"{said('dataset_test_split', split)} holds rows of "
+            f"{said('dataset_train_split', config.dataset_train_split)}, so held-out pairs "
+            "would be training pairs; name rows held out of training (train[:90%] beside "
+            f"train[90%:]), or {instead}"
         )
     picked = picked_split(loaded, split, label, key)
     if picked is None:
         if required is None:
             return None
         raise DataError(
-            f"{label}: no split '{split}' (it has {', '.join(loaded)}) for {required}; set {key}"
+            f"{label}: no split '{split}' (it has {', '.join(loaded)}) for {required}; "
+            f"{spell_setting(key)}"
         )
     return picked
 
@@ -162,8 +166,9 @@ def _split_pieces(splits: Mapping[str, Any], spec: str, label: str, key: str) ->
         if not label:
             return None
         raise DataError(
-            f"{label}: {key}: {spec} slices or joins splits, which a stream (dataset_streaming: "
-            "true) cannot; name one split, or leave dataset_streaming off"
+            f"{label}: {key}: {spec} slices or joins splits, which a stream "
+            f"({said('dataset_streaming')}) cannot; name one split, or leave dataset_streaming "
+            "off"
         )
     named = [_SPLIT_NAME.match(part.strip()) for part in spec.split("+")]
     if not all(name and name[0] in splits for name in named):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from directpo.callers import spell_setting
 from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum
 from directpo.errors import TrainingStopped
 from directpo.precision import kahan_compensation
@@ -179,7 +180,7 @@ def check_update(
         raise TrainingStopped(
             f"step {step}: the update vanished ({moved}): the weights are stored in "
             f"{str(weights_dtype).removeprefix('torch.')}, which rounds away updates below 1/256 "
-            "of a weight; use master_weights: float32 (the default) or optimizer: adamw_kahan"
+            f"of a weight; {_keeping_updates()}"
         )
     raise TrainingStopped(
         f"step {step}: the update vanished ({moved}): learning_rate {learning_rate:.3g} moves "
@@ -187,3 +188,12 @@ def check_update(
         "raise learning_rate (DPO's usual range is 1e-7 to 1e-5 for full fine-tuning, 1e-5 to "
         "1e-4 with LoRA)"
     )
+
+
+def _keeping_updates() -> str:
+    """The settings that keep a bf16 run's small updates, as the run's caller writes options
+    (a recipe's 'master_weights: float32' was said to a flag's and a keyword's user too)."""
+    settings = spell_setting(
+        ("master_weights", "float32"), ("optimizer", "adamw_kahan"), last=" or "
+    )
+    return f"{settings} (float32 master weights are the default)"

@@ -11,7 +11,7 @@ from directpo.messages import Text, others_turn
 from directpo.pair_store import TokenizedPair
 from directpo.preference_pairs import PreferenceExample
 from directpo.readers import RowError
-from directpo.turn_masks import IMAGES_AND_TURNS
+from directpo.turn_masks import images_and_turns
 from directpo.vision import (
     ImageError,
     VisionInputs,
@@ -31,7 +31,7 @@ def encode_image_pair(
     image's tokens. Such a prompt is never truncated (that would cut an image)."""
     prompt = name_images(encoder.processor, example.prompt, example.images)
     if encoder.assistant_only and (others_turn(example.chosen) or others_turn(example.rejected)):
-        raise RowError("assistant_only_loss with images", IMAGES_AND_TURNS)
+        raise RowError("assistant_only_loss with images", images_and_turns())
     args = example.template_args
     prompt_text, chosen_text = encoder.renderer.render(prompt, example.chosen, args)
     _, rejected_text = encoder.renderer.render(prompt, example.rejected, args, prompt_text)

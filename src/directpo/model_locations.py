@@ -50,8 +50,9 @@ def adapter_sync_problem(mixup_alpha: float) -> str | None:
         return None
     return (
         f"sync_ref_model with an adapter: ref_model_mixup_alpha {mixup_alpha} would mix two "
-        "adapters, and a mix of low-rank products is not an adapter of the same rank; use "
-        "ref_model_mixup_alpha: 1.0 (the hard update) or full fine-tuning"
+        "adapters, and a mix of low-rank products is not an adapter of the same rank; "
+        f"{spell_setting(('ref_model_mixup_alpha', 1.0))} (the hard update), or train every "
+        "weight"
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from directpo.callers import spell_given
+from directpo.callers import spell_given, spell_setting
 from directpo.errors import ConfigError, ModelLoadError, first_line
 
 
@@ -120,7 +120,7 @@ def enable_activation_checkpointing(model: torch.nn.Module, every: int = 1) -> N
         if not layers:
             raise ModelLoadError(
                 f"gradient_checkpointing_every: {type(model).__name__} has no per-layer "
-                "checkpointing switch; use gradient_checkpointing_every: 1"
+                f"checkpointing switch; {spell_setting(('gradient_checkpointing_every', 1))}"
             )
         for index, layer in enumerate(layers):
             layer.gradient_checkpointing = index % every == 0

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from directpo.callers import (
     Spelling,
     caller,
+    said,
     spell_given,
-    spell_option,
     spell_setting,
     spell_value,
 )
@@ -216,10 +216,13 @@ def _same_split(config: DPOConfig) -> str | None:
         or config.dataset_test_split != config.dataset_train_split
     ):
         return None
+    # (as the caller sets options: 'give eval_file, or set --eval_strategy no' was said to a
+    # flag's user, "set eval_strategy='no'" to a keyword's)
+    instead = spell_setting("eval_file", ("eval_strategy", "no"), last=" or ")
     return (
-        f"dataset_test_split: {config.dataset_test_split} is dataset_train_split too, so the "
-        "held-out pairs would be the training pairs; name a split held out of training, give "
-        f"eval_file, or set {spell_option('eval_strategy', 'no')}"
+        f"{said('dataset_test_split', config.dataset_test_split)} is dataset_train_split too, "
+        "so the held-out pairs would be the training pairs; name a split held out of training, "
+        f"or {instead}"
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from directpo.callers import said, spell_setting, spell_value
 from directpo.errors import ConfigError
 from directpo.launchers import (
     LOCAL_RANK_VARIABLES,
@@ -61,9 +62,11 @@ def setup(mode: str, timeout_s: float = 1800) -> World:
         mode = "ddp" if size > 1 else "none"
     if mode == "none":
         if size > 1:
+            # (as the caller sets options: a flag's user was told a recipe's distributed: ddp)
             raise ConfigError(
-                f"distributed: none, but the launcher started {size} processes; "
-                "use distributed: ddp or fsdp (or auto)"
+                f"{said('distributed', 'none')}, but the launcher started {size} processes; "
+                f"{spell_setting(('distributed', 'ddp'))} (or {spell_value('fsdp')}, or "
+                f"{spell_value('auto')})"
             )
         return World(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     device = rank_device(size)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from directpo.adapters import lora_options_of
 from directpo.best import BestModel
-from directpo.callers import spell_option
+from directpo.callers import Blank, said, spell_option, spell_setting
 from directpo.checkpoint import (
     REFERENCE_FILE,
     load_checkpoint,
@@ -134,6 +134,9 @@ def run_seed(config: DPOConfig, world: World, echo: Callable[[str], None]) -> DP
     if config.seed is not None:
         return config
 
+    # (as its caller wrote it: seed=None to train(), a recipe's seed: null)
+    unset = said("seed", None)
+
     def chosen() -> tuple[int, str]:
         if config.resume_from_checkpoint:
             checkpoint = resolve_checkpoint(
@@ -142,11 +145,12 @@ def run_seed(config: DPOConfig, world: World, echo: Callable[[str], None]) -> DP
             saved = read_run_record(str(checkpoint / "config.yaml")).get("seed")
             if not isinstance(saved, int):  # (an earlier version's: it recorded no config)
                 raise ConfigError(
-                    f"seed: null: {checkpoint} records no seed to resume with: give the run's seed"
+                    f"{unset}: {checkpoint} records no seed to resume with; "
+                    f"{spell_setting(('seed', Blank('N')))}, the seed the run trained with"
                 )
-            return saved, f"seed: null: resuming with {checkpoint.name}'s seed {saved}"
+            return saved, f"{unset}: resuming with {checkpoint.name}'s seed {saved}"
         drawn = secrets.randbelow(2**31)
-        return drawn, f"seed: null: drew seed {drawn} (recorded in config.yaml)"
+        return drawn, f"{unset}: drew seed {drawn} (recorded in config.yaml)"
 
     seed, line = on_main(world, chosen)
     echo(line)

@@ -93,6 +93,7 @@ class ImplicitReward:
     # a hub id on a machine without the Hub sets the libraries' offline mode while loading
     # (hub.py): given back after, as train() does, else a notebook stayed offline for good
     @offline_flags_kept()
+    @entry_point(PYTHON_CALLER)  # (built in Python: its refusals in a keyword's words)
     def __init__(
         self,
         policy: ModelLike | os.PathLike,

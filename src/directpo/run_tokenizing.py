@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from directpo.adapters import adapter_base
+from directpo.callers import spell_setting
 from directpo.config import DPOConfig
 from directpo.hub import cache_only_where_unreachable
 from directpo.messages import others_turn
@@ -100,8 +101,8 @@ def _others_note(name: str, others: list[tuple[str, str]], assistant_only: bool)
         )
     else:
         done = (
-            "their tokens train as the policy's own (as in TRL); set assistant_only_loss true to "
-            "score only its replies"
+            "their tokens train as the policy's own (as in TRL); "
+            f"{spell_setting(('assistant_only_loss', True))} to score only its replies"
         )
     return (
         f"note: {name}: {len(others)} {whose} completions hold messages the model does not "

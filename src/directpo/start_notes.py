@@ -37,20 +37,23 @@ def start_notes(
         # A model without dropout (Llama, Qwen, SmolLM2: every probability 0.0) computes the
         # same in either mode: nothing to say
         notes.append(
-            "disable_dropout: false: the reference log-probs (the policy with its adapters off) "
+            f"{_named('disable_dropout', False)}: the reference log-probs (the policy with its "
+            "adapters off) "
             "are computed without dropout, as a reference is; TRL's run the policy in training "
             "mode, dropout acting on them too (its rewards noisier, and not the same in "
             f"expectation): compare with {_named('disable_dropout', True)}"
         )
     if eval_float32 and config.eval_dtype == "auto":  # (asked for by name: nothing to say)
         notes.append(
-            "held-out pairs are evaluated in float32 (eval_dtype: auto; bf16 rounds a young "
-            "policy's change away): eval_dtype: bfloat16 evaluates as TRL does"
+            f"held-out pairs are evaluated in float32 ({_named('eval_dtype', 'auto')}; bf16 "
+            f"rounds a young policy's change away): {_named('eval_dtype', 'bfloat16')} "
+            "evaluates as TRL does"
         )
     if config.precision.master == torch.bfloat16 and config.optimizer != "adamw_kahan":
         notes.append(
-            f"warning: master_weights: bfloat16 with optimizer: {config.optimizer}: updates "
-            "below 1/256 of a weight are rounded away; optimizer: adamw_kahan keeps them"
+            f"warning: {_named('master_weights', 'bfloat16')} with "
+            f"{_named('optimizer', config.optimizer)}: updates below 1/256 of a weight are "
+            f"rounded away; {_named('optimizer', 'adamw_kahan')} keeps them"
         )
     warmup = config.warmup_for(total_steps)
     if warmup >= total_steps > 0:  # (a recipe's warmup_steps: 100 on a run of 20 steps)

@@ -59,7 +59,7 @@ from directpo.special_text import (
 )
 from directpo.stops import end_at_stop
 from directpo.tokenized_data import TokenizedData
-from directpo.turn_masks import IMAGES_AND_TURNS, completion_spans, kept_spans
+from directpo.turn_masks import completion_spans, images_and_turns, kept_spans
 from directpo.vision import (
     VisionInputs,
     image_token,
@@ -377,7 +377,7 @@ class PairTokenizer:
             )
             return prompt_ids, response_ids, None, spans
         if self.assistant_only and not isinstance(response, str) and others_turn(response):
-            raise RowError("assistant_only_loss with images", IMAGES_AND_TURNS)
+            raise RowError("assistant_only_loss with images", images_and_turns())
         prompt = name_images(self.processor, prompt, images)
         prompt_text, response_text = self.renderer.render(prompt, response, template_args)
         ids, vision = image_prompt_ids(self, prompt_text, images)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from directpo.callers import said
+from directpo.callers import Entry, caller, said, spell_setting
 from directpo.errors import ModelLoadError, first_line
 from directpo.hub import cache_only_where_unreachable
 from directpo.model_files import check_hub_reachable
@@ -30,12 +30,25 @@ def load_tokenizer(
             raise ModelLoadError(
                 f"tokenizer '{path}': the folder holds no tokenizer files (tokenizer.json, "
                 "tokenizer_config.json, ...), as a model saved alone: save its tokenizer there "
-                "too (tokenizer.save_pretrained(folder)), or give tokenizer_name_or_path"
+                f"too (tokenizer.save_pretrained(folder)){_another_tokenizer()}"
             ) from None
         raise ModelLoadError(f"tokenizer '{path}': cannot load ({first_line(exc)})") from None
     if tokenizer.eos_token_id is None:
         raise ModelLoadError(f"tokenizer '{path}': has no EOS token; completions must end with one")
     return tokenizer
+
+
+def _another_tokenizer() -> str:
+    """Where else the caller can name a tokenizer: train's tokenizer_name_or_path as it sets
+    options, ImplicitReward's tokenizer argument; score, rank and generate read the model
+    folder's alone (they were told 'give tokenizer_name_or_path', an option they lack, and a
+    recipe's user a flag's verb)."""
+    entry = caller().entry
+    if entry is Entry.TRAIN:
+        return f", or {spell_setting('tokenizer_name_or_path')}"
+    if entry is Entry.IMPLICIT_REWARD:
+        return ", or pass ImplicitReward a tokenizer (its tokenizer argument)"
+    return ""
 
 
 def _without_tokenizer_files(path: str, location: dict[str, Any] | None) -> bool:

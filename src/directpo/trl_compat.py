@@ -430,6 +430,40 @@ def _reward_model_hint(model: str) -> str:
     return f"; {model} is a reward model: {setting} ({spell_name('reward_fn')} takes a function)"
 
 
+def _reward_list_hint(value: Any) -> str | None:
+    """TRL's reward_funcs listing a reward model beside functions ([rm/, my_rewards:score]:
+    their rewards summed) was told "did you mean 'reward_fn'?", which takes one function and
+    no model: the model is reward_model_name_or_path's, a function reward_fn's (directpo sums
+    its labellers too); None where the list names no model."""
+    if isinstance(value, str) and "," in value:  # (a flag's list: rm/,my_rewards:score)
+        value = [item.strip() for item in value.split(",")]
+    if not isinstance(value, list | tuple) or len(value) < 2:
+        return None
+    models = [item for item in value if reward_model_named(item)]
+    functions = [item for item in value if not reward_model_named(item)]
+    if not models:
+        return None
+    if len(models) > 1:  # (one reward model a run: the others' scores are a function's)
+        return (
+            f"; {' and '.join(map(str, models))} are reward models, of which a run scores with "
+            f"one ({spell_name('reward_model_name_or_path')}); the others' scores can be a "
+            f"{spell_name('reward_fn')} function's"
+        )
+    if len(functions) > 1:  # (reward_fn takes one function)
+        model = spell_setting(("reward_model_name_or_path", models[0]))
+        return (
+            f"; {models[0]} is a reward model: {model}, and {spell_name('reward_fn')} one "
+            "function that returns the others' sum"
+        )
+    settings = spell_setting(
+        ("reward_model_name_or_path", models[0]), ("reward_fn", functions[0]), last=" and "
+    )
+    return (
+        f"; {models[0]} is a reward model and {functions[0]} a function: {settings} (their "
+        f"rewards are summed, weighted by {spell_name('reward_weights')})"
+    )
+
+
 def translate(values: dict[str, Any], known: list[str], where: str) -> dict[str, Any]:
     """``values`` with TRL's spellings renamed and no-effect keys dropped; every key that cannot
     be used is reported at once (``ConfigErrors``). ``known`` are the options' own names;
@@ -486,7 +520,7 @@ def _translate(values: dict[str, Any], known: list[str], where: str) -> dict[str
             hint = f"; did you mean {named}?" if names else ""
             hint = hint or unknown_hint(key, [*known, *(["config"] if flag else [])], flag)
             if key == "reward_funcs":
-                hint = _reward_funcs_hint(value) or hint
+                hint = _reward_list_hint(value) or _reward_funcs_hint(value) or hint
             if flag and key in VERSION_FLAGS:
                 hint = VERSION_HINT
             problems.append(f"unknown option '{flag}{key}'{hint}")

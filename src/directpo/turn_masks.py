@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from directpo.callers import spell_setting
 from directpo.chat_split import COMPLETION_MARK as MARK
 from directpo.chat_split import conversation, template_fix, without_empty_thinking
 from directpo.messages import Messages, Text, others_turn
@@ -26,11 +27,20 @@ from directpo.readers import RowError
 
 CharSpans = list[tuple[int, int]]
 
-IMAGES_AND_TURNS = (
-    "assistant_only_loss: the prompt has images and a completion holds messages the model does "
-    "not write (a tool's result, a user turn), whose tokens are not found in a prompt with "
-    "images; end the completion before its first such message, or set assistant_only_loss false"
-)
+
+def images_and_turns() -> str:
+    """A row of images whose completion holds others' turns, refused as its caller reads it."""
+    return (
+        "assistant_only_loss: the prompt has images and a completion holds messages the model "
+        "does not write (a tool's result, a user turn), whose tokens are not found in a prompt "
+        f"with images; end the completion before its first such message, or {_unmasked()}"
+    )
+
+
+def _unmasked() -> str:
+    """assistant_only_loss turned off, as the caller sets options (a recipe's, a flag's or a
+    keyword's: 'set assistant_only_loss false' was none of them)."""
+    return spell_setting(("assistant_only_loss", False))
 
 
 def completion_spans(
@@ -144,8 +154,7 @@ def _place(prefix: str, full: str, base: int, number: int) -> int:
             "rewrites earlier turns) and writes no stop token between, so the tokens of the "
             "messages the model does not write "
             "cannot be found exactly; end the completion before its first such message, give "
-            f"a template that renders turns once {template_fix().option}, or set "
-            "assistant_only_loss false",
+            f"a template that renders turns once {template_fix().option}, or {_unmasked()}",
         )
     return len(prefix) - base
 
@@ -181,8 +190,7 @@ def token_spans(
                 "assistant_only_loss: a token of the completion crosses the boundary of a "
                 f"message the model does not write (at {text[max(cut - 20, 0) : cut + 20]!r}), "
                 "so its tokens cannot be left out exactly; give a template that ends each turn "
-                f"with a special token {template_fix().option}, or set assistant_only_loss "
-                "false",
+                f"with a special token {template_fix().option}, or {_unmasked()}",
             )
     return tuple((found[start], found[end]) for start, end in chars)
 
