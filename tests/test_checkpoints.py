@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 import directpo.checkpoint as checkpoint_module
 import directpo.free_space as free_space_module
 import directpo.run as run_module
+import directpo.run_models as run_models
 import directpo.trainer as trainer_module
 from directpo.checkpoint import read_state, resolve_checkpoint, verify_checkpoint
 from directpo.config import DPOConfig
@@ -1149,13 +1150,13 @@ def test_a_checkpoint_records_the_reference_as_it_was_loaded(
     monkeypatch.undo()
     fetched = shutil.copytree(tiny_model_dirs["gpt2"], tmp_path / "fetched")
     weights = (fetched / "model.safetensors").rename(tmp_path / "weights.safetensors")
-    load = run_module.load_policy_and_reference
+    load = run_models.load_policy_and_reference
 
     def download_then_load(*args, **kwargs):
         shutil.move(weights, fetched / "model.safetensors")
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "load_policy_and_reference", download_then_load)
+    monkeypatch.setattr(run_models, "load_policy_and_reference", download_then_load)
     train(config_for(fetched, pairs_file, tmp_path / "run2", max_steps=1), echo=lambda _: None)
     assert read_state(tmp_path / "run2" / "checkpoint-1")["reference"]["identity"] == loaded
 

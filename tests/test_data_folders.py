@@ -186,7 +186,7 @@ def test_a_glob_over_a_hub_cache_folders_revisions_is_refused(tmp_path, monkeypa
     """snapshots/*/data/*.parquet of a hub cache folder (downloaded at two revisions) trained
     each revision's pairs, the same pairs twice, said only as 'repeat an earlier pair'; as
     train_file, eval_file and a mixture's data_files it is refused naming the revisions."""
-    from directpo.mixture import missing_sources
+    from directpo.mixture_entries import missing_sources
 
     cache = tmp_path / "datasets--org--prefs"
     for revision in ("aaa111", "bbb222"):

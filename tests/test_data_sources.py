@@ -10,7 +10,8 @@ from tiny import SENTIMENT_PAIRS, write_jsonl
 
 from directpo.data_sources import load_named_dataset
 from directpo.errors import ConfigError, DataError
-from directpo.mixture import Source, _opened
+from directpo.mixture import _opened
+from directpo.mixture_entries import Source
 
 
 def _folder(tmp_path: Path) -> Path:

@@ -167,17 +167,17 @@ def test_a_bf16_run_without_held_out_pairs_keeps_no_float32_reference(
     """The float32 copy of a reference stored in float32 (4 more bytes per weight) is for the
     held-out evaluation alone: a run with nothing to evaluate keeps none and loads the
     reference in bf16 as before."""
-    import directpo.run as run_module
+    import directpo.run_models as run_models
 
     kept: list[bool] = []
-    real = run_module.FrozenMasters
+    real = run_models.FrozenMasters
 
     def recording(model, compute):
         masters = real(model, compute)
         kept.append(bool(masters))
         return masters
 
-    monkeypatch.setattr(run_module, "FrozenMasters", recording)
+    monkeypatch.setattr(run_models, "FrozenMasters", recording)
     common = {"dtype": "bfloat16", "max_steps": 1, "learning_rate": 1e-5}
     model = tiny_model_dirs["llama"]  # stored in float32
     train(tiny_config(model, pairs_file, tmp_path / "plain", **common), echo=quiet)

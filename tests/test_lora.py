@@ -249,7 +249,8 @@ def test_a_regex_target_is_peft_s_regex_not_a_name(tiny_model_dirs) -> None:
     one item, which peft matches as a module's name: refused only after the model had loaded
     ('matches no layer'). A regex given alone is peft's string (the whole module name must
     match); beside names, where it would still be an item, it is refused at once."""
-    from directpo.adapters import LORA_OPTIONS, apply_peft, lora_config_from
+    from directpo.adapters import apply_peft
+    from directpo.lora_options import LORA_OPTIONS, lora_config_from
 
     regex = r".*\.(q|v)_proj"
     config = DPOConfig(lora_r=8, lora_target_modules=regex)
@@ -330,8 +331,9 @@ def test_a_regex_of_last_names_is_told_the_whole_name_regex(tiny_model_dirs) -> 
     was a traceback after the model loaded, is refused with the options."""
     from peft import LoraConfig
 
-    from directpo.adapters import LORA_OPTIONS, apply_peft, lora_config_from
+    from directpo.adapters import apply_peft
     from directpo.errors import ModelLoadError
+    from directpo.lora_options import LORA_OPTIONS, lora_config_from
 
     def adapted(regex: str) -> None:
         config = DPOConfig(lora_r=8, lora_target_modules=regex)
@@ -456,7 +458,7 @@ def test_unreset_adapters_on_a_meta_base_get_the_seeds_draws(tiny_model_dirs) ->
     from whatever the memory held. They get the seed's draws, as on a real base."""
     from peft import LoraConfig, get_peft_model
 
-    from directpo.adapters import initialize_adapters
+    from directpo.adapter_starts import initialize_adapters
 
     def drawn(meta: bool) -> dict[str, torch.Tensor]:
         config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)

@@ -506,7 +506,7 @@ def test_a_weights_left_out_rows_are_not_checked_and_the_start_line_says_so(tmp_
 def test_a_builders_data_files_over_a_snapshots_splits_are_refused(tmp_path, monkeypatch) -> None:
     """{id: json, data_files: data/*.jsonl} of a hub snapshot read its test file into the one
     split datasets makes of data_files without split names: the test pairs were trained on."""
-    from directpo.mixture import missing_sources
+    from directpo.mixture_entries import missing_sources
 
     (tmp_path / "data").mkdir()
     for name in ("train-00000-of-00001.jsonl", "test-00000-of-00001.jsonl"):
@@ -539,7 +539,7 @@ def test_a_builders_missing_data_files_are_said_before_loading(tmp_path, monkeyp
     """``{id: json, data_files: x.jsonl}`` (TRL's DatasetConfig, the handbook's local files)
     with x.jsonl not there was 'cannot load (Unable to find ...); the Hub cannot be reached'
     after seconds of loading, a pattern that matched nothing 'cannot load (StopIteration)'."""
-    from directpo.mixture import missing_sources
+    from directpo.mixture_entries import missing_sources
 
     write_jsonl(tmp_path / "a.jsonl", SENTIMENT_PAIRS)
     (tmp_path / "sub").mkdir()
@@ -594,7 +594,7 @@ def test_a_python_mixtures_paths_are_their_files(tmp_path) -> None:
     required', the id given; ``id: 5`` was told so too."""
     from pathlib import Path
 
-    from directpo.mixture import parse_mixture
+    from directpo.mixture_entries import parse_mixture
 
     data = write_jsonl(tmp_path / "a.jsonl", SENTIMENT_PAIRS[:4])
     given = parse_mixture({"datasets": [{"id": Path(data), "data_files": [Path(data)]}]})

@@ -95,9 +95,9 @@ def test_a_compile_failure_inside_a_step_is_one_line(
     compile_fails, tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ) -> None:
     """A path the start-up check did not try (another shape, the backward) fails in a step."""
-    import directpo.run as run_module
+    import directpo.run_models as run_models
 
-    monkeypatch.setattr(run_module, "check_compilation", lambda *a, **k: True)
+    monkeypatch.setattr(run_models, "check_compilation", lambda *a, **k: True)
     config = tiny_config(
         tiny_model_dirs["gpt2"], pairs_file, tmp_path / "c", torch_compile=True,
         prefix_sharing=False, padding_free=False, logprob_chunk_tokens=0,

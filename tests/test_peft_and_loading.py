@@ -186,7 +186,7 @@ def test_a_lora_config_of_a_regex_is_recorded_as_that_regex(
     saved = json.loads((tmp_path / "rerun" / "adapter_config.json").read_text())
     assert saved["target_modules"] == regex
     # a plain name as peft's string matches whole module names (none here): no option says it
-    from directpo.adapters import lora_options_of
+    from directpo.lora_options import lora_options_of
 
     assert lora_options_of(LoraConfig(r=4, target_modules="q_proj")) is None
 
@@ -611,7 +611,8 @@ def test_all_linear_lora_on_a_mamba_hybrid_skips_what_peft_refuses() -> None:
     for all-linear, then refuses them. all-linear now means every layer LoRA can adapt."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from directpo.adapters import apply_peft, lora_config
+    from directpo.adapters import apply_peft
+    from directpo.lora_options import lora_config
 
     config = AutoConfig.for_model(
         "falcon_h1", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
-import directpo.run as run_module
+import directpo.run_models as run_models
 import directpo.step as step
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, TrainingStopped
@@ -352,14 +352,14 @@ def test_kahan_runs_save_the_compensated_weights(tiny_model_dirs, pairs_file, tm
 def test_guard_stops_when_every_parameter_is_frozen(
     tiny_model_dirs, pairs_file, tmp_path, monkeypatch
 ):
-    load = run_module.load_policy_and_reference
+    load = run_models.load_policy_and_reference
 
     def frozen(*args, **kwargs):
         policy, reference = load(*args, **kwargs)
         policy.requires_grad_(False)
         return policy, reference
 
-    monkeypatch.setattr(run_module, "load_policy_and_reference", frozen)
+    monkeypatch.setattr(run_models, "load_policy_and_reference", frozen)
     config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out")
     with pytest.raises(TrainingStopped, match="no trainable parameters"):
         train(config, echo=quiet)

@@ -507,6 +507,7 @@ def test_the_reference_is_freed_before_the_run_resumes_or_trains(
     import weakref
 
     import directpo.run as run_module
+    import directpo.run_models as run_models
     from directpo.distributed import SINGLE_PROCESS
 
     monkeypatch.setenv("DIRECTPO_CACHE", str(tmp_path / "cache"))
@@ -515,14 +516,14 @@ def test_the_reference_is_freed_before_the_run_resumes_or_trains(
         dtype="bfloat16", eval_dtype="float32",
     )  # fmt: skip
     loaded: list[weakref.ref] = []
-    load = run_module.load_policy_and_reference
+    load = run_models.load_policy_and_reference
 
     def loading(*args, **kwargs):
         policy, reference = load(*args, **kwargs)
         loaded.append(weakref.ref(reference.model))
         return policy, reference
 
-    masters = run_module.FrozenMasters
+    masters = run_models.FrozenMasters
 
     def keeping(*args, **kwargs):
         kept = masters(*args, **kwargs)
@@ -537,8 +538,8 @@ def test_the_reference_is_freed_before_the_run_resumes_or_trains(
         alive_at_resume.extend(held() is not None for held in loaded)
         return replace_or_resume(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "load_policy_and_reference", loading)
-    monkeypatch.setattr(run_module, "FrozenMasters", keeping)
+    monkeypatch.setattr(run_models, "load_policy_and_reference", loading)
+    monkeypatch.setattr(run_models, "FrozenMasters", keeping)
     monkeypatch.setattr(run_module, "_replace_or_resume", resuming)
     run = run_module.prepare_run(config, None, None, SINGLE_PROCESS, lambda _: None)
     assert len(loaded) == 2  # the model and its float32 masters

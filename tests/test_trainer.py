@@ -1235,14 +1235,14 @@ def test_out_of_memory_before_the_first_step_is_one_line(
     (a fallback to the plain one, which needs more memory, and a misleading notice)."""
     from transformers import LlamaModel
 
-    import directpo.run as run_module
+    import directpo.run_models as run_models
     from directpo.errors import TrainingStopped
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError(CPU_OOM if where == "checks" else "CUDA error: out of memory")
 
     if where == "loading":
-        monkeypatch.setattr(run_module, "load_policy_and_reference", out_of_memory)
+        monkeypatch.setattr(run_models, "load_policy_and_reference", out_of_memory)
     else:
         real = LlamaModel.forward
 

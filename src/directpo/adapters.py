@@ -1,215 +1,22 @@
-"""PEFT adapters: directpo's lora_* options as peft configs and back, adapters put on a model
-(any PEFT method that adds no virtual tokens), adapter folders, and QLoRA's quantization."""
+"""PEFT adapters put on a model (any PEFT method that adds no virtual tokens), with every
+target, saved module and target parameter checked to match; what directpo cannot train refused;
+adapter folders (their base, their tokenizer); QLoRA's quantization. How adapters start is
+adapter_starts.py's, the lora_* options as peft configs lora_options.py's."""
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import re
-import weakref
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from directpo.errors import ModelLoadError, first_line
+from directpo.lora_options import lora_config
 from directpo.model_locations import has_files, is_regex, looks_local
 from directpo.precision import DTYPES
-
-RESETTABLE_LORA_INITS = (True, False, "gaussian")  # peft draws these from the RNG alone
-
-
-def initialize_adapters(model: torch.nn.Module, names: list[str] | None = None) -> None:
-    """(Re)draw LoRA adapters' A and B with peft's own initialisation, module by module in
-    order: called under one seed, the values are the same whether the base is real or on the
-    meta device (where the adapters are first given CPU memory), and on every rank. Adapters
-    whose initialisation needs the base's weights (PiSSA, OLoRA, ...) keep peft's."""
-    from peft.tuners.lora import LoraLayer
-
-    configs = getattr(model, "peft_config", {})
-    for module in model.modules():
-        if not isinstance(module, LoraLayer):
-            continue
-        for name in names or list(module.lora_A):
-            init = configs[name].init_lora_weights
-            if name not in module.lora_A or init not in RESETTABLE_LORA_INITS:
-                continue
-            if module.lora_A[name].weight.is_meta:
-                module.lora_A[name].to_empty(device="cpu")
-                module.lora_B[name].to_empty(device="cpu")
-            # init_lora_weights False: peft keeps the constructors' draws, which are the start
-            _draw_construction(module.lora_A[name], module.lora_B[name], kept=init is False)
-            module.reset_lora_parameters(name, init)
-            if init is False:  # (DoRA's magnitudes: the norms of W + BA as now drawn)
-                _dora_magnitude_again(module, name)
-
-
-def _draw_construction(lora_a: torch.nn.Module, lora_b: torch.nn.Module, kept: bool) -> None:
-    """Take from the RNG what peft's nn.Linear constructors take before it resets A and B, so
-    that a seed gives the adapters get_peft_model draws right after set_seed (TRL's order:
-    the same LoRA start as a TRL run of that seed, where A alone differed). ``kept``: the
-    draws are the adapters' values (init_lora_weights False, which peft does not reset: they
-    kept get_peft_model's unseeded draws, or on a meta base memory never written)."""
-    for layer in (lora_a, lora_b):
-        if isinstance(layer, torch.nn.Linear):  # (embeddings' and convolutions' adapters: own)
-            # (nn.Linear.reset_parameters' draws, on CPU tensors as peft builds them)
-            weight = torch.empty(layer.out_features, layer.in_features)
-            torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-            bias = None
-            if layer.bias is not None:
-                bound = 1 / math.sqrt(layer.in_features) if layer.in_features > 0 else 0.0
-                bias = torch.empty(layer.out_features).uniform_(-bound, bound)
-            if kept:
-                with torch.no_grad():
-                    layer.weight.copy_(weight)
-                    if bias is not None:
-                        layer.bias.copy_(bias)
-
-
-def _dora_magnitude_again(module: torch.nn.Module, name: str) -> None:
-    """A linear DoRA adapter's magnitude computed again from its A and B, as peft's DoRA
-    variant computes it when the adapter is added (embeddings' and convolutions': their own)."""
-    from peft.tuners.lora.dora import DoraLinearLayer
-
-    magnitude = dict(getattr(module, "lora_magnitude_vector", {})).get(name)  # (a ModuleDict)
-    if type(magnitude) is DoraLinearLayer:
-        magnitude.update_layer(
-            base_layer=module.get_base_layer(),
-            lora_A=module.lora_A[name].weight,
-            lora_B=module.lora_B[name].weight,
-            scaling=module.scaling[name],
-        )
-
-
-def align_dora_magnitudes(model: torch.nn.Module, compute: torch.dtype) -> None:
-    """Fresh DoRA magnitudes set to the column norms of the weights as the forward sees them:
-    ``compute``-dtype copies of the base. peft sets them from the float32 base, whose norms
-    round to other bf16 values than the bf16 base's: under mixed precision m / ||W|| was then
-    not exactly 1 and the policy started about 1e-4 off its reference (the same model with the
-    adapters off). Fresh adapters only: B is zero, so W + BA is W (a trained magnitude stays)."""
-    from peft.tuners.lora import LoraLayer
-    from peft.tuners.lora.dora import DoraLinearLayer
-    from peft.utils.integrations import dequantize_module_weight
-
-    for module in model.modules():
-        if not isinstance(module, LoraLayer):
-            continue
-        for name, magnitude in getattr(module, "lora_magnitude_vector", {}).items():
-            if type(magnitude) is not DoraLinearLayer:
-                continue  # embeddings and convolutions: a norm over other weights and dimensions
-            lora_a, lora_b = module.lora_A[name], module.lora_B[name]
-            if lora_b.weight.is_meta or bool(lora_b.weight.detach().any()):
-                continue
-            with torch.no_grad():
-                weight = dequantize_module_weight(module.get_base_layer()).to(compute)
-                lora_weight = magnitude.get_lora_weight(lora_a, lora_b).to(compute)
-                norm = magnitude.get_weight_norm(weight, lora_weight, module.scaling[name])
-                magnitude.weight.data = norm.to(magnitude.weight.dtype)
-
-
-# LoRA initialisations that move part of each base weight into the adapter (W = W_res + B0 A0):
-# the base with adapters off is then W_res, not the model the run starts from, and peft
-# redoes the subtraction whenever such an adapter is added or loaded again
-_BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq")  # pissa: also pissa_niter_<n>
-# initialisations computed from data by a peft call on the model before training
-# (initialize_lora_eva_weights, preprocess_loraga, preprocess_corda): without it peft starts
-# plain LoRA adapters (eva, lora_ga) or stops (corda)
-_DATA_DRIVEN_INITS = {"eva": "initialize_lora_eva_weights", "lora_ga": "preprocess_loraga",
-                      "corda": "preprocess_corda"}  # fmt: skip
-
-
-def rewrites_base(peft_config: Any) -> bool:
-    """Whether ``peft_config``'s adapters start by rewriting the base weights (PiSSA, OLoRA,
-    CorDA, LoftQ): the reference is then the starting adapter, never the adapters off."""
-    init = getattr(peft_config, "init_lora_weights", True)
-    return isinstance(init, str) and init.lower().startswith(_BASE_REWRITING_INITS)
-
-
-def reference_adapter_config(peft_config: Any) -> Any:
-    """``peft_config`` for a frozen copy of an adapter added beside it (its values copied in
-    afterwards): initialised plainly, since a base-rewriting init would rewrite the base again
-    under both adapters."""
-    if not rewrites_base(peft_config):
-        return peft_config
-    plain = copy.copy(peft_config)
-    plain.init_lora_weights = True
-    return plain
-
-
-# the fresh A0 / B0 of each model's base-rewriting adapter, kept to write it as plain LoRA
-_STARTS: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def remember_start(model: torch.nn.Module) -> None:
-    """Keep a CPU copy of the active adapter's starting A0 / B0 when its initialisation
-    rewrote the base (PiSSA, OLoRA): peft computes W_res again whenever such a folder is
-    loaded, from a randomized SVD with pissa_niter_N (another W_res: another model), so the
-    folders directpo writes hold the adapter as plain LoRA on the stored base instead."""
-    config = model.peft_config[model.active_adapter]
-    if not rewrites_base(config):
-        return
-    from peft import get_peft_model_state_dict
-
-    state = get_peft_model_state_dict(model, adapter_name=model.active_adapter)
-    _STARTS[model] = {
-        key: value.detach().to("cpu", torch.float32, copy=True)
-        for key, value in state.items()
-        if ".lora_A." in key or ".lora_B." in key
-    }
-
-
-def write_as_plain_lora(model: torch.nn.Module, folder: Path) -> None:
-    """Rewrite the adapter folder ``folder`` of ``model``'s base-rewriting adapter as peft's
-    ``path_initial_model_for_weight_conversion`` does: W_res + BA = W + [B | -B0][A | A0], a
-    LoRA of rank 2r with the same scaling, loaded on the stored W with no SVD (so the same
-    model wherever it loads). No-op for other adapters."""
-    start = _STARTS.get(model)
-    if start is None:
-        return
-    from safetensors.torch import load_file, save_file
-
-    weights = folder / "adapter_model.safetensors"
-    tensors = load_file(weights)
-    for key, value in tensors.items():
-        if key in start:
-            initial = start[key].to(value.dtype)
-            if ".lora_A." in key:
-                tensors[key] = torch.cat([value, initial], dim=0)
-            else:
-                tensors[key] = torch.cat([value, -initial], dim=1)
-    save_file(tensors, weights, metadata={"format": "pt"})
-    fields = adapter_config(str(folder))
-    fields["init_lora_weights"] = True
-    fields["r"] *= 2
-    # scaling alpha / r (rsLoRA: alpha / sqrt(r)) kept as trained
-    alpha_factor = math.sqrt(2) if fields.get("use_rslora") else 2
-    fields["lora_alpha"] *= alpha_factor
-    for pattern, factor in (("rank_pattern", 2), ("alpha_pattern", alpha_factor)):
-        fields[pattern] = {k: factor * v for k, v in (fields.get(pattern) or {}).items()}
-    (folder / "adapter_config.json").write_text(json.dumps(fields, indent=2, sort_keys=True))
-
-
-def as_trained_adapter(
-    model: torch.nn.Module, tensors: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """The adapter weights ``tensors`` of a folder ``write_as_plain_lora`` wrote, back in the
-    form ``model`` trains (A, B of rank r on W_res: the first r rows of [A | A0], columns of
-    [B | -B0]); any other weights as they are."""
-    start = _STARTS.get(model, {})
-    kept = {}
-    for key, value in tensors.items():
-        rank = start[key].shape[0 if ".lora_A." in key else 1] if key in start else None
-        doubled = rank is not None and value.shape[0 if ".lora_A." in key else 1] == 2 * rank
-        if doubled and ".lora_A." in key:
-            value = value[:rank]
-        elif doubled:
-            value = value[:, :rank]
-        kept[key] = value
-    return kept
 
 
 def adapter_base(path: str) -> str | None:
@@ -253,6 +60,13 @@ def adapter_config(path: str) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise ModelLoadError(f"model '{path}': unreadable adapter_config.json")
     return fields
+
+
+# initialisations computed from data by a peft call on the model before training
+# (initialize_lora_eva_weights, preprocess_loraga, preprocess_corda): without it peft starts
+# plain LoRA adapters (eva, lora_ga) or stops (corda)
+_DATA_DRIVEN_INITS = {"eva": "initialize_lora_eva_weights", "lora_ga": "preprocess_loraga",
+                      "corda": "preprocess_corda"}  # fmt: skip
 
 
 # model types whose Mamba mixers peft refuses LoRA on (out_proj, conv1d), as peft lists them
@@ -424,119 +238,6 @@ def _linear_names(model: torch.nn.Module) -> list[str]:
         if linear and ".lora_" not in name and ".modules_to_save." not in name:
             names.add(name.removesuffix(".base_layer").removesuffix(".original_module"))
     return sorted({name.rsplit(".", 1)[-1] for name in names})
-
-
-def peft_targets(target_modules: list[str] | None) -> str | list[str] | None:
-    """LoraConfig's target_modules of lora_target_modules: all-linear or a regex given alone
-    as peft's string, names as a list (None: peft's choice)."""
-    if target_modules and len(target_modules) == 1:
-        (only,) = target_modules
-        if only == "all-linear" or is_regex(only):
-            return only
-    return target_modules
-
-
-def lora_config(
-    r: int,
-    alpha: int,
-    dropout: float,
-    target_modules: list[str] | None,
-    *,
-    use_dora: bool = False,
-    use_rslora: bool = False,
-    modules_to_save: list[str] | None = None,
-    target_parameters: list[str] | None = None,
-) -> Any:
-    """The peft ``LoraConfig`` of directpo's lora_* options (``target_modules`` None: peft's
-    modules for the architecture, as TRL's default)."""
-    from peft import LoraConfig
-
-    targets = peft_targets(target_modules)
-    extra = {"target_parameters": target_parameters} if target_parameters else {}
-    return LoraConfig(
-        r=r,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=targets,
-        use_dora=use_dora,
-        use_rslora=use_rslora,
-        modules_to_save=modules_to_save,
-        task_type="CAUSAL_LM",
-        **extra,
-    )
-
-
-# directpo's options that describe LoRA adapters (lora_config_from reads them)
-LORA_OPTIONS = (
-    "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_dora", "use_rslora",
-    "lora_modules_to_save", "lora_target_parameters",
-)  # fmt: skip
-
-
-def lora_config_from(options: dict[str, Any]) -> Any:
-    """The peft ``LoraConfig`` of the ``LORA_OPTIONS`` in ``options``."""
-    return lora_config(
-        options["lora_r"],
-        options["lora_alpha"],
-        options["lora_dropout"],
-        options["lora_target_modules"],
-        use_dora=options["use_dora"],
-        use_rslora=options["use_rslora"],
-        modules_to_save=options["lora_modules_to_save"],
-        target_parameters=options["lora_target_parameters"],
-    )
-
-
-# LoraConfig fields that say where or how the adapters are described, not what they train
-_LORA_BOOKKEEPING = ("task_type", "base_model_name_or_path", "revision", "inference_mode")
-
-
-def lora_options_of(peft_config: Any) -> dict[str, Any] | None:
-    """directpo's lora_* options that build exactly ``peft_config``, or None when it is not a
-    LoraConfig those options can express (IA3, a LoRA with rank patterns, PiSSA init, ...)."""
-    if type(peft_config).__name__ != "LoraConfig":
-        return None
-    # None: peft's modules for the architecture, which lora_target_modules: null asks for too
-    # (TRL's examples' LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM") was recorded as
-    # no adapters: its config.yaml reran a full fine-tune)
-    targets = peft_config.target_modules
-    if targets is not None and not targets:
-        return None  # (an empty list: peft's own refusal, when it loads)
-    alpha = peft_config.lora_alpha
-    options: dict[str, Any] = {
-        "lora_r": peft_config.r,
-        "lora_alpha": int(alpha) if isinstance(alpha, float) and alpha.is_integer() else alpha,
-        "lora_dropout": peft_config.lora_dropout,
-        "lora_target_modules": _targets_option(targets),
-        "use_dora": peft_config.use_dora,
-        "use_rslora": peft_config.use_rslora,
-        "lora_modules_to_save": sorted(peft_config.modules_to_save or []) or None,
-        "lora_target_parameters": sorted(peft_config.target_parameters or []) or None,
-    }
-    if not isinstance(options["lora_alpha"], int):
-        return None  # no option spells a fractional alpha
-    # a regex of targets (peft's docs' target_modules=r".*\.(q|v)_proj") is lora_target_modules'
-    # one regex (peft_targets), as the rebuild below confirms: it was taken for one no option
-    # spells, and config.yaml recorded the run without adapters; a plain name as peft's string
-    # (matched against whole module names) rebuilds as a list, unlike it, and stays refused
-    rebuilt = lora_config_from(options)
-
-    def described(config: Any) -> dict[str, Any]:
-        fields = config.to_dict()
-        for key in _LORA_BOOKKEEPING:
-            fields.pop(key, None)
-        for key in ("modules_to_save", "target_parameters"):
-            fields[key] = sorted(fields[key] or [])
-        return fields
-
-    return options if described(rebuilt) == described(peft_config) else None
-
-
-def _targets_option(targets: str | list[str] | set[str] | None) -> list[str] | None:
-    """lora_target_modules of a LoraConfig's target_modules."""
-    if targets is None:
-        return None
-    return [targets] if isinstance(targets, str) else sorted(targets)
 
 
 def apply_lora(

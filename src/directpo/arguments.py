@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from directpo.adapters import lora_options_of, peft_config_refusal
+from directpo.adapters import peft_config_refusal
 from directpo.callers import (
     Advice,
     Caller,
@@ -24,6 +24,7 @@ from directpo.callers import (
 )
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.lora_options import lora_options_of
 from directpo.option_paths import refuse_moved_or_copied_record
 from directpo.trl_compat import ALIASES, reward_model_named
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from directpo.adapters import as_trained_adapter, write_as_plain_lora
+from directpo.adapter_starts import as_trained_adapter, write_as_plain_lora
 from directpo.distributed import (
     SINGLE_PROCESS,
     World,

@@ -43,7 +43,7 @@ from directpo.data_checks import check_columns, check_splits_of_files, check_str
 from directpo.errors import ConfigError
 from directpo.hub import HUB_ID
 from directpo.loss_checks import check_loss_modifiers, check_losses, check_reference_sync
-from directpo.mixture import check_mixture
+from directpo.mixture_entries import check_mixture
 from directpo.model_locations import ALL_LINEAR, is_regex, lora_off_reason, regex_problem
 from directpo.option_hints import meant_words
 from directpo.option_paths import expand_home

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from directpo.callers import spell_given, spell_option, spell_setting
 from directpo.config import DPOConfig
-from directpo.mixture import FILE_SUFFIXES
+from directpo.mixture_entries import FILE_SUFFIXES
 from directpo.option_values import value_shown
 from directpo.options import Options
 

@@ -80,7 +80,7 @@ def _local_mixture(config: Any) -> dict[str, Any] | None:
     (one with a refused weight left out: the others' rows are still the run's) and that name a
     local file or folder that is there (a hub id's rows are the run's to read; a missing path
     is said already). None when there is none, or its seed is refused (it picks the rows)."""
-    from directpo.mixture import parse_mixture
+    from directpo.mixture_entries import parse_mixture
 
     value = config.dataset_mixture
     if not isinstance(value, dict) or config.online:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from directpo.adapters import write_as_plain_lora
+from directpo.adapter_starts import write_as_plain_lora
 from directpo.callers import spell_option
 from directpo.checkpoint import write_staged
 from directpo.distributed import (

@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from directpo.adapters import adapter_base, write_as_plain_lora
+from directpo.adapter_starts import write_as_plain_lora
+from directpo.adapters import adapter_base
 from directpo.callers import spell_option, spell_setting
 from directpo.checkpoint import STAGING, finish_staged, list_checkpoints
 from directpo.config import DPOConfig

@@ -199,7 +199,7 @@ def _check_data(
     if template := missing_template(config.chat_template):
         problems.append(template)
     if config.dataset_mixture is not None and not replaced["train_file"]:
-        from directpo.mixture import missing_sources  # (it imports this module)
+        from directpo.mixture_entries import missing_sources  # (it imports this module)
 
         problems += missing_sources(config.dataset_mixture)
 
@@ -268,7 +268,7 @@ def missing_paths(config: DPOConfig) -> list[str]:
                 problems.append(missing_path(key, path))
     problems += _dataset_name_problems(config.dataset_name)
     if config.dataset_mixture is not None:
-        from directpo.mixture import missing_sources  # (it imports this module)
+        from directpo.mixture_entries import missing_sources  # (it imports this module)
 
         problems += missing_sources(config.dataset_mixture)
     from directpo.rewardfn import missing_file  # (it reads rows: data imports config)

@@ -15,19 +15,15 @@ from typing import Any, Protocol
 
 import torch
 
-from directpo.adapters import (
-    LORA_OPTIONS,
+from directpo.adapter_starts import (
     RESETTABLE_LORA_INITS,
-    adapter_base,
     align_dora_magnitudes,
-    apply_peft,
     initialize_adapters,
-    lora_config_from,
-    quantization_config,
     reference_adapter_config,
     remember_start,
     rewrites_base,
 )
+from directpo.adapters import adapter_base, apply_peft, quantization_config
 from directpo.attention import choose_implementation
 from directpo.batching import Batch
 from directpo.callers import said, spell_setting
@@ -35,6 +31,7 @@ from directpo.config import DPOConfig
 from directpo.device_checks import check_device
 from directpo.errors import ConfigError
 from directpo.logprobs import SequenceScorer, evaluating, unwrap_peft
+from directpo.lora_options import LORA_OPTIONS, lora_config_from
 from directpo.meta_models import meta_weights_folder
 from directpo.model_locations import adapter_sync_problem
 from directpo.model_preparation import LoadOptions

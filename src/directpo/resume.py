@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file
 
-from directpo.adapters import lora_options_of
 from directpo.best import BestModel
 from directpo.callers import Blank, said, spell_option, spell_setting
 from directpo.checkpoint import (
@@ -29,6 +28,7 @@ from directpo.checkpoint import (
 )
 from directpo.distributed import on_main
 from directpo.errors import CheckpointError, ConfigError
+from directpo.lora_options import lora_options_of
 from directpo.model_identity import base_change, reference_change
 from directpo.optimizers import fit_saved_groups, no_decay_ids
 from directpo.outputs import remove

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from directpo.adapters import rewrites_base
+from directpo.adapter_starts import rewrites_base
 from directpo.errors import ConfigError
 from directpo.logprobs import unwrap_peft
 from directpo.model_preparation import LoadOptions

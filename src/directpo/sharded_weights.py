@@ -159,7 +159,7 @@ def save_sharded_adapter(
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from directpo.adapters import write_as_plain_lora
+    from directpo.adapter_starts import write_as_plain_lora
 
     active = model.active_adapter
     gathered = {}

@@ -237,7 +237,7 @@ def checkpoint_reference(checkpoint: Path, start: str, scoring: dict[str, Any]) 
 
 def _rank_r_part(param: torch.Tensor, value: torch.Tensor) -> torch.Tensor | None:
     """Where reference weight ``value`` goes in ``param``: all of it, or for a PiSSA / OLoRA
-    checkpoint written as plain LoRA ([A | A0], [B | -B0], adapters.write_as_plain_lora) its
+    checkpoint written as plain LoRA ([A | A0], [B | -B0], adapter_starts.write_as_plain_lora) its
     first r rows of A / columns of B (the start, the other half, is the reference's too);
     None when it fits neither way."""
     if param.shape == value.shape:
