@@ -1030,8 +1030,11 @@ def test_what_lowers_a_steps_memory_is_said_as_each_caller_sets_options() -> Non
         with called_by(Caller(spelling, Entry.TRAIN)):
             assert memory_knobs(config, lora=False).startswith(said)
             lora = said.split(", ")[-2]  # (lora_r: 16, --lora_r 16, lora_r=16)
+            # (load_in_4bit as the first knob is said: load_in_4bit: true, --load_in_4bit, ...)
+            first = said.split(", ")[0].split(" ", 1)[1]
+            quantized = first.replace("gradient_checkpointing", "load_in_4bit")
             stopped = setup_out_of_memory(RuntimeError("CUDA error: out of memory"), config)
-            assert f"train LoRA adapters ({lora}; load_in_4bit on a GPU)" in str(stopped)
+            assert f"train LoRA adapters ({lora}; {quantized} on a GPU)" in str(stopped)
 
 
 def test_a_step_out_of_memory_and_a_nondeterministic_op_are_said_as_each_caller_sets_options():
@@ -1048,10 +1051,14 @@ def test_a_step_out_of_memory_and_a_nondeterministic_op_are_said_as_each_caller_
     run = types.SimpleNamespace(
         config=config, start_step=0, eval_float32=False, policy=object(), world=SINGLE_PROCESS
     )
-    for spelling, auto, determinism in (
-        (Spelling.RECIPE, "auto_find_batch_size: true", "set full_determinism: false"),
-        (Spelling.FLAGS, "--auto_find_batch_size", "give --full_determinism false"),
-        (Spelling.PYTHON, "auto_find_batch_size=True", "pass full_determinism=False"),
+    for spelling, auto, determinism, batch in (
+        (Spelling.RECIPE, "auto_find_batch_size: true", "set full_determinism: false",
+         "lower per_device_train_batch_size (raise gradient_accumulation_steps"),
+        (Spelling.FLAGS, "--auto_find_batch_size", "give --full_determinism false",
+         "lower --per_device_train_batch_size (raise --gradient_accumulation_steps"),
+        (Spelling.PYTHON, "auto_find_batch_size=True", "pass full_determinism=False",
+         "pass a lower per_device_train_batch_size=... (pass a higher "
+         "gradient_accumulation_steps=..."),
     ):  # fmt: skip
         with called_by(Caller(spelling, Entry.TRAIN)):
             said = []
@@ -1063,8 +1070,7 @@ def test_a_step_out_of_memory_and_a_nondeterministic_op_are_said_as_each_caller_
                     raise error
                 said.append(str(stopped.value))
         assert said[0].startswith(
-            "out of GPU memory at step 1: lower per_device_train_batch_size (raise "
-            f"gradient_accumulation_steps to keep the batch; {auto} does it), "
+            f"out of GPU memory at step 1: {batch} to keep the batch; {auto} does it), "
             + determinism.split(" ")[0]  # (set, give, pass)
             + " "
             + auto.replace("auto_find_batch_size", "gradient_checkpointing")
@@ -1270,3 +1276,140 @@ def test_a_null_seeds_resume_from_a_checkpoint_without_one_is_told_per_caller(
         with called_by(Caller(spelling, Entry.TRAIN)), pytest.raises(ConfigError) as refused:
             resume.run_seed(config, SINGLE_PROCESS, lambda line: None)
         assert str(refused.value) == f"{lead}{checkpoint} records no seed to resume with{fix}"
+
+
+# a fix that names an option without its value ("raise max_length", "set max_steps", "set
+# skip_invalid_rows"), as (a recipe's user reads it, a command line's, a Python caller's):
+# each was a recipe's words to every caller (callers.spell_change)
+VALUE_CHANGES = {
+    "truncation": (
+        "which are the same; raise max_length, lower max_prompt_length, or set "
+        "skip_invalid_rows: true to drop such rows",
+        "which are the same; raise --max_length, lower --max_prompt_length, or give "
+        "--skip_invalid_rows to drop such rows",
+        "which are the same; pass a higher max_length=..., pass a lower max_prompt_length=..., "
+        "or pass skip_invalid_rows=True to drop such rows",
+    ),
+    "warmup": (
+        "reaches at most 75% of learning_rate; lower warmup_steps / warmup_ratio",
+        "reaches at most 75% of learning_rate; lower --warmup_steps / --warmup_ratio",
+        "reaches at most 75% of learning_rate; pass a lower warmup_steps=... / warmup_ratio=...",
+    ),
+    "vanished": (
+        "can represent; raise learning_rate (DPO's usual range",
+        "can represent; raise --learning_rate (DPO's usual range",
+        "can represent; pass a higher learning_rate=... (DPO's usual range",
+    ),
+    "stream": (
+        "(an endless one never ends: set max_steps)",
+        "(an endless one never ends: give --max_steps)",
+        "(an endless one never ends: pass max_steps=...)",
+    ),
+    "eval_delay": (
+        "no evaluation in this run (6 steps); lower eval_delay to evaluate after fewer steps",
+        "no evaluation in this run (6 steps); lower --eval_delay to evaluate after fewer steps",
+        "no evaluation in this run (6 steps); pass a lower eval_delay=... to evaluate after "
+        "fewer steps",
+    ),
+    "memory": (
+        "lora_r: 16, or a smaller max_length / logprob_chunk_tokens",
+        "--lora_r 16, or a smaller --max_length / --logprob_chunk_tokens",
+        "lora_r=16, or a smaller max_length=... / logprob_chunk_tokens=...",
+    ),
+    # a resume's refusal led with 'resume_from_checkpoint: latest:' for every caller
+    "resume": (
+        "resume_from_checkpoint: latest: no checkpoint in {out} to resume; set "
+        "resume_from_checkpoint: null to start a new run",
+        "--resume_from_checkpoint latest: no checkpoint in {out} to resume; give "
+        "--resume_from_checkpoint null to start a new run",
+        "resume_from_checkpoint='latest': no checkpoint in {out} to resume; pass "
+        "resume_from_checkpoint=None to start a new run",
+    ),
+}
+
+
+def _value_change(kind: str, out: Path) -> str:
+    import torch
+
+    from directpo.due import no_evaluation
+    from directpo.failures import memory_knobs
+    from directpo.guard import UpdateStats, check_update
+    from directpo.pair_truncation import PairLimits
+    from directpo.resumable import refuse_model_only
+    from directpo.start_notes import start_notes
+    from directpo.stream_reads import read_whole
+
+    said: list[str] = []
+    if kind == "warmup":
+        said += start_notes(DPOConfig(warmup_steps=4), 4, lora=False)
+    elif kind == "stream":
+        read_whole(DPOConfig(max_steps=-1), "train_dataset", said.append)
+    elif kind == "eval_delay":
+        config = DPOConfig(eval_delay=7)
+        said.append(no_evaluation(SimpleNamespace(config=config, total_steps=6)))  # type: ignore[arg-type]
+    elif kind == "memory":
+        said.append(memory_knobs(DPOConfig(model_name_or_path="m"), lora=False))
+    refusals = {
+        "truncation": lambda: PairLimits.of(15, None, None, None).require_distinct(
+            14, ([1], [2]), ([1], [1])
+        ),
+        "vanished": lambda: check_update(
+            UpdateStats(changed=0, movable=100, ratio=0.0),
+            3,
+            1e-6,
+            1.0,
+            0.69,
+            torch.float32,
+            "adamw",
+        ),
+        "resume": lambda: refuse_model_only("latest", out),
+    }
+    if kind in refusals:
+        with pytest.raises(Exception) as refused:  # (a RowError, a DirectpoError)
+            refusals[kind]()
+        said.append(str(refused.value))
+    return "\n".join(said)
+
+
+@pytest.mark.parametrize("kind", sorted(VALUE_CHANGES))
+def test_a_fix_that_leaves_the_value_to_the_user_is_worded_as_each_caller_sets_options(
+    kind: str, tmp_path
+) -> None:
+    """'raise max_length', 'set skip_invalid_rows', 'lower warmup_steps / warmup_ratio', 'set
+    max_steps' named a recipe's key to a flag's and a keyword's user too (and a resume's
+    refusal led with 'resume_from_checkpoint: latest:'); each now reads its own spelling."""
+    wanted = dict(
+        zip(Spelling, [text.format(out=tmp_path) for text in VALUE_CHANGES[kind]], strict=True)
+    )
+    for spelling, said in wanted.items():
+        with called_by(Caller(spelling, Entry.TRAIN)):
+            line = _value_change(kind, tmp_path)
+        assert said in line, (spelling, line)
+        assert not any(other in line for other in set(wanted.values()) - {said}), line
+
+
+def test_a_resume_given_as_a_flag_beside_a_recipe_is_refused_in_the_flags_words(
+    files, tmp_path, capsys
+) -> None:
+    """``directpo train recipe.yaml --resume_from_checkpoint latest`` (as TRL's and
+    transformers' users resume) in a folder of no checkpoint was told the recipe's
+    'resume_from_checkpoint: latest: ...; set resume_from_checkpoint: null', keys its file
+    does not hold; the flag's user reads the flag's words, the recipe's its keys."""
+    import yaml
+
+    recipe = tmp_path / "recipe.yaml"
+    run = {"model_name_or_path": files["model"], "train_file": files["pairs"]}
+    recipe.write_text(yaml.safe_dump({**run, "output_dir": "fresh"}))
+    said = _cli(capsys, "train", str(recipe), "--resume_from_checkpoint", "latest")
+    assert said == (
+        "--resume_from_checkpoint latest: no checkpoint in fresh to resume; give "
+        "--resume_from_checkpoint null to start a new run"
+    )
+    recipe.write_text(
+        yaml.safe_dump({**run, "output_dir": "fresh", "resume_from_checkpoint": True})
+    )
+    said = _cli(capsys, "train", str(recipe))
+    assert said == (
+        "resume_from_checkpoint: latest: no checkpoint in fresh to resume; set "
+        "resume_from_checkpoint: null to start a new run"
+    )

@@ -224,7 +224,7 @@ def test_out_of_memory_names_the_knobs(
     with pytest.raises(TrainingStopped) as info:
         train(config, echo=lambda _: None)
     assert str(info.value).startswith(
-        "out of GPU memory at step 3: lower per_device_train_batch_size"
+        "out of GPU memory at step 3: pass a lower per_device_train_batch_size=..."
     )
     assert "gradient_checkpointing" in str(info.value) and info.value.rank is None
 
@@ -256,11 +256,14 @@ def test_out_of_memory_advises_only_what_the_run_does_not_do_yet(
     with pytest.raises(TrainingStopped) as info:
         train(config, echo=lambda _: None)
     said = str(info.value)
-    assert said.startswith("out of GPU memory at step 2: lower per_device_train_batch_size")
+    assert said.startswith(  # (train()'s keywords, each change of a value said as one)
+        "out of GPU memory at step 2: pass a lower per_device_train_batch_size=... (pass a higher "
+        "gradient_accumulation_steps=... to keep the batch"
+    )
     # (train(config)'s keywords: a recipe's words were said to every caller)
     knobs = ["gradient_checkpointing=True", "precompute_ref_log_probs=True", "lora_r=16"]
     assert [knob for knob in knobs if knob in said] == advised
-    assert said.endswith("a smaller max_length / logprob_chunk_tokens")
+    assert said.endswith("a smaller max_length=... / logprob_chunk_tokens=...")
 
 
 def test_a_full_disk_while_logging_stops_in_one_line(
@@ -966,7 +969,7 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
         train(resumed, echo=_quiet)
     only = tmp_path / "only"
     assert str(refused.value) == (
-        f"resume_from_checkpoint: latest: no usable checkpoint in {only} (checkpoint-4, "
+        f"resume_from_checkpoint='latest': no usable checkpoint in {only} (checkpoint-4, "
         "checkpoint-2, checkpoint-1: written with save_only_model: true (no optimizer, schedule "
         "or RNG state): not resumable); start a new run from its weights (model_name_or_path="
         f"'{only / 'checkpoint-4'}', ref_model_name_or_path='{model}')"  # (train()'s words)
@@ -1018,13 +1021,13 @@ def test_a_save_only_model_checkpoint_is_refused_before_the_data_and_models_load
 
     monkeypatch.setattr(run_module, "load_run_data", loaded)
     for value, said, start in [
-        (str(out / "checkpoint-1"), f"{out / 'checkpoint-1'}: ", "checkpoint-1"),
-        ("latest", f"latest: no usable checkpoint in {out} (checkpoint-2, checkpoint-1: ",
+        (str(out / "checkpoint-1"), f"'{out / 'checkpoint-1'}': ", "checkpoint-1"),
+        ("latest", f"'latest': no usable checkpoint in {out} (checkpoint-2, checkpoint-1: ",
          "checkpoint-2"),
     ]:  # fmt: skip
         with pytest.raises(CheckpointError) as refused:
             train(dataclasses.replace(config, resume_from_checkpoint=value), echo=_quiet)
-        assert str(refused.value).startswith(f"resume_from_checkpoint: {said}written with "
+        assert str(refused.value).startswith(f"resume_from_checkpoint={said}written with "
                                              "save_only_model: true")  # fmt: skip
         assert str(refused.value).endswith(  # (train()'s words)
             f"(model_name_or_path='{out / start}', ref_model_name_or_path="
@@ -1257,7 +1260,7 @@ def test_latest_with_no_checkpoint_is_refused_before_the_data_and_models_load(
     with pytest.raises(CheckpointError) as refused:
         train(config, echo=_quiet)
     assert str(refused.value) == (
-        f"resume_from_checkpoint: latest: no checkpoint in {out} to resume; pass "
+        f"resume_from_checkpoint='latest': no checkpoint in {out} to resume; pass "
         "resume_from_checkpoint=None to start a new run"  # (train()'s keyword)
     )
 
@@ -1283,7 +1286,7 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
     with pytest.raises(CheckpointError) as refused:
         train(config, echo=_quiet)
     assert str(refused.value) == (
-        f"resume_from_checkpoint: {trl}: written by transformers' Trainer (a TRL run: "
+        f"resume_from_checkpoint='{trl}': written by transformers' Trainer (a TRL run: "
         "training_args.bin), not by directpo: its optimizer state and data order continue only "
         f"there; start a new run from its weights (model_name_or_path='{trl}', "
         "ref_model_name_or_path=the run's starting model)"  # (train()'s words)
@@ -1294,7 +1297,7 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
     with pytest.raises(CheckpointError) as refused:
         train(config, echo=_quiet)
     assert str(refused.value).startswith(
-        f"resume_from_checkpoint: latest: no directpo checkpoint in {trl.parent} (checkpoint-500: "
+        f"resume_from_checkpoint='latest': no directpo checkpoint in {trl.parent} (checkpoint-500: "
         "written by transformers' Trainer"
     )
 

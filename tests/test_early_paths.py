@@ -69,7 +69,7 @@ def pairs(tmp_path: Path) -> Path:
              "--output_dir", "out", "--resume_from_checkpoint", "latest"],
             "directpo: error: 2 options cannot be used:\n"
             "  model_name_or_path: no such model folder: ./no-model\n"
-            "  resume_from_checkpoint: latest: no checkpoint in out to resume; give "
+            "  --resume_from_checkpoint latest: no checkpoint in out to resume; give "
             "--resume_from_checkpoint null to start a new run\n",
         ),
     ],

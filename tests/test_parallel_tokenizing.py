@@ -96,7 +96,7 @@ def test_a_tokenizing_process_killed_stops_the_run_in_one_line(monkeypatch) -> N
     """A worker that dies (out of host memory) is a one-line error naming the option, never
     a parent waiting for its batch for good (multiprocessing.Pool's)."""
     monkeypatch.setattr(parallel_tokenizing, "_encode_span", _killed)
-    with pytest.raises(ConfigError, match="^dataset_num_proc 2: a tokenizing process ended"):
+    with pytest.raises(ConfigError, match="^dataset_num_proc: 2: a tokenizing process ended"):
         tokenize_preferences(_rows(3 * TOKENIZE_BATCH), build_tokenizer("gpt2"), 64, num_proc=2)
 
 

@@ -406,7 +406,8 @@ def test_out_of_memory_in_the_reference_pass_is_one_line(
         train(config, echo=None)
     assert str(stopped.value) == (
         "out of GPU memory in the reference log-probs pass (precompute_ref_log_probs), batches "
-        "of 2 pairs: lower precompute_ref_batch_size; the pairs scored are kept and the next "
+        "of 2 pairs: pass a lower precompute_ref_batch_size=...; the pairs scored are kept and "
+        "the next "
         "run continues after them"
     )
     monkeypatch.setattr(directpo.precompute, "collate_pairs", collate)

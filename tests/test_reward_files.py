@@ -449,7 +449,9 @@ def test_score_out_of_memory_is_one_line_naming_the_rows_kept(
     monkeypatch.setattr(ImplicitReward, "score_ids", score_ids)
     with pytest.raises(ConfigError) as error:
         score_file(options(ScoreOptions, models, data, tmp_path / "py.jsonl", batch_size=2), quiet)
-    assert str(error.value).startswith("batch_size: out of memory after 2 rows; lower batch_size (")
+    assert str(error.value).startswith(
+        "batch_size: out of memory after 2 rows; pass a lower batch_size=... ("
+    )
 
 
 def test_an_empty_system_column_scores_without_the_runs_system_turn(models, tmp_path):

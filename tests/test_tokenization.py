@@ -178,7 +178,7 @@ def test_rows_identical_after_truncation_fail_or_are_skipped(tokenizers) -> None
     assert str(info.value) == (
         "f: line 1: chosen and rejected are identical after truncation: the prompt keeps 3 "
         "tokens and each completion its first 2 (max_length 5), which are the same; raise "
-        "max_length, lower max_prompt_length, or set skip_invalid_rows to drop such rows"
+        "max_length, lower max_prompt_length, or set skip_invalid_rows: true to drop such rows"
     )
     result = tokenize_preferences(
         data, tokenizers["gpt2"], max_length=5, max_prompt_length=3, skip_invalid_rows=True
@@ -861,7 +861,7 @@ def test_every_row_refused_at_tokenization_is_counted_in_one_line() -> None:
         "user/assistant/user/assistant) (3 more rows like it: line 150, line 151, line 299); "
         "line 200: chosen and rejected are identical after truncation: the prompt keeps 14 "
         "tokens and each completion its first 1 (max_length 15), which are the same; raise "
-        "max_length, lower max_prompt_length, or set skip_invalid_rows to drop such rows; "
+        "max_length, lower max_prompt_length, or set skip_invalid_rows: true to drop such rows; "
         "skip_invalid_rows: true skips them"
     )
     kept = tokenize_preferences(data, tokenizer, prompt + 1, skip_invalid_rows=True)

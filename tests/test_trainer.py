@@ -1044,7 +1044,10 @@ def test_eval_delay_holds_evaluations_back(
     lines: list[str] = []
     result = train(config, echo=lines.append)
     assert [row["step"] for row in result.metrics if "eval/loss" in row] == evaluated
-    said = "eval_delay 7: no evaluation in this run (6 steps); lower eval_delay to evaluate "
+    said = (  # (train()'s keyword)
+        "eval_delay 7: no evaluation in this run (6 steps); pass a lower eval_delay=... to "
+        "evaluate "
+    )
     assert (said + "after fewer steps" in lines) == (not evaluated)
 
 
@@ -1187,7 +1190,8 @@ def test_out_of_memory_in_an_evaluation_names_the_evaluations_batch(
     with pytest.raises(TrainingStopped) as stopped:
         train(config, echo=quiet)
     assert str(stopped.value) == (
-        "out of GPU memory evaluating at step 2: lower per_device_eval_batch_size (now 4; the "
+        "out of GPU memory evaluating at step 2: pass a lower per_device_eval_batch_size=... (now "
+        "4; the "
         "held-out pairs' batches and eval_generate's sampling chunks)"
     )
     # a bf16 run evaluates in float32 (eval_dtype: auto): the advice names the way back to bf16

@@ -1,7 +1,10 @@
 """Who called directpo, so that a message is worded as its user wrote the input: a recipe
 file's user is told ``beta: 0.1 in recipe.yaml``, a command line's ``--beta 0.1``, a Python
 caller's ``beta=0.1`` (and train()'s ``train_dataset=``); a fix's settings ``set lora_r: 16`` /
-``give --lora_r 16`` / ``pass lora_r=16`` (spell_setting), and a chat template's fix names what
+``give --lora_r 16`` / ``pass lora_r=16`` (spell_setting), a fix that leaves the value to the
+user ``raise max_length`` / ``raise --max_length`` / ``pass a higher max_length=...``
+(spell_change; ``set max_steps`` / ``give --max_steps`` / ``pass max_steps=...`` where it
+has no direction: spell_setting of the name alone), and a chat template's fix names what
 the calling command can change (train's chat_template option, the model folder's template of
 score / rank / generate, ImplicitReward's tokenizer argument).
 
@@ -339,6 +342,30 @@ def spell_options(*settings: tuple[str, Any]) -> str:
     ``a='x', b='y'`` (``a: x, b: y`` in a recipe's words)."""
     joint = " " if caller().spelling is Spelling.FLAGS else ", "
     return joint.join(spell_option(*setting, in_recipe=False) for setting in settings)
+
+
+# a change of an option whose value the user picks, as a keyword's caller is asked for it
+_COMPARED = {"raise": "higher", "lower": "lower"}
+
+
+def spell_change(verb: str, *names: str, joint: str = " / ") -> str:
+    """A change of ``names`` whose new value the user picks (``verb``: ``raise`` or
+    ``lower``), as the caller writes options: ``lower max_prompt_length`` (a recipe's key),
+    ``lower --max_prompt_length`` (the flag to give), ``pass a lower max_prompt_length=...``
+    (a keyword: "lower max_prompt_length" named no keyword to a Python caller). ``joint``
+    joins names that are alternatives (``lower warmup_steps / warmup_ratio``).
+
+    The one phrasing of a fix that names an option without a value: a direction, this; a
+    value to choose, ``spell_setting(name)`` (``set max_steps`` / ``give --max_steps`` /
+    ``pass max_steps=...``); a switch, ``spell_setting((name, True))``. A recipe's words
+    ("raise max_length", "set skip_invalid_rows") were said to every caller."""
+    if (own := _own_spelling(names[0])) is not None:  # (as the source that set it writes it)
+        with written_as(own):
+            return spell_change(verb, *names, joint=joint)
+    named = joint.join(spell_name(name) for name in names)
+    if caller().spelling is Spelling.PYTHON:
+        return f"pass a {_COMPARED[verb]} {named}"
+    return f"{verb} {named}"
 
 
 def setting_verb() -> str:

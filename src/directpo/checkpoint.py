@@ -50,6 +50,7 @@ from directpo.resumable import (
     list_checkpoints,
     not_resumable,
     read_state,
+    resuming,
     start_from,
 )
 from directpo.sharded_state import load_sharded, save_sharded
@@ -102,7 +103,7 @@ def resolve_checkpoint(
         model_only = [Path(output_dir) / name for name, why in skipped if why == MODEL_ONLY]
         instead = f"; {start_from(model_only[0])}" if model_only else ""
         raise CheckpointError(
-            f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir}"
+            f"{resuming('latest')}: no usable checkpoint in {output_dir}"
             + (f" ({reasons})" if reasons else "")
             + instead
         )
@@ -111,7 +112,7 @@ def resolve_checkpoint(
     if problem is None and not_resumable(path):
         problem = f"{MODEL_ONLY}; {start_from(path)}"
     if problem is not None:
-        raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
+        raise CheckpointError(f"{resuming(value)}: {problem}")
     return path
 
 

@@ -242,7 +242,7 @@ def dataset_splits(
         configs = [line for line in str(exc).splitlines() if "available configs:" in line]
         if configs:
             problem = f"{problem.rstrip('.')}; it has {configs[0].split(':', 1)[1].strip()}"
-            why = f"{why}; set {config_key}"
+            why = f"{why}; {spell_setting(config_key)}"
         raise DataError(f"{label}: cannot load ({problem}){why}") from None
     return loaded
 

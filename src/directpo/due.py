@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from directpo.callers import spell_change
+
 if TYPE_CHECKING:
     from directpo.run import Run
 
@@ -46,8 +48,8 @@ def no_evaluation(run: Run) -> str:
     best = run.config.load_best_model_at_end
     return (
         f"eval_delay {run.config.eval_delay:g}: no evaluation in this run ({run.total_steps} "
-        f"steps){'; load_best_model_at_end keeps the last step' if best else ''}; lower "
-        f"eval_delay to evaluate after fewer {unit}"
+        f"steps){'; load_best_model_at_end keeps the last step' if best else ''}; "
+        f"{spell_change('lower', 'eval_delay')} to evaluate after fewer {unit}"
     )
 
 

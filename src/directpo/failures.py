@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
-from directpo.callers import said, setting_verb, spell_setting
+from directpo.callers import said, setting_verb, spell_change, spell_name, spell_setting
 from directpo.checkpoint import list_checkpoints, not_resumable
 from directpo.distributed import World, error_key
 from directpo.errors import (
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 # ({auto}: auto_find_batch_size as the caller sets it, as the knobs are: a recipe's
 # 'auto_find_batch_size: true' was said to flags and train() beside their own words)
 OOM_HELP = (
-    "out of {kind} memory at step {step}: lower per_device_train_batch_size (raise "
-    "gradient_accumulation_steps to keep the batch; {auto} does it), {knobs}"
+    "out of {kind} memory at step {step}: {lower_batch} ({raise_accumulation} to keep the "
+    "batch; {auto} does it), {knobs}"
 )
 
 
@@ -53,7 +53,7 @@ def memory_knobs(config: DPOConfig, lora: bool, kind: str = "GPU") -> str:
         knobs.append(said("precompute_ref_log_probs"))
     if not lora:
         knobs.append(said("lora_r", 16))
-    smaller = "a smaller max_length / logprob_chunk_tokens"
+    smaller = f"a smaller {spell_name('max_length')} / {spell_name('logprob_chunk_tokens')}"
     return f"{setting_verb()} " + (", ".join([*knobs, f"or {smaller}"]) if knobs else smaller)
 
 
@@ -71,7 +71,7 @@ def _can_precompute(config: DPOConfig) -> bool:
 # an evaluation's batches are per_device_eval_batch_size's (auto_find_batch_size halves the
 # training step's alone): the training advice sent users to options that change nothing there
 EVAL_OOM_HELP = (
-    "out of {kind} memory evaluating at step {step}: lower per_device_eval_batch_size (now "
+    "out of {kind} memory evaluating at step {step}: {lower_batch} (now "
     "{batch}; the held-out pairs' batches and eval_generate's sampling chunks)"
 )
 
@@ -113,8 +113,17 @@ def explain_failures(run: Run) -> Iterator[types.SimpleNamespace]:
             batch = run.config.per_device_eval_batch_size
             knobs = memory_knobs(run.config, hasattr(run.policy, "peft_config"), kind)
             auto = said("auto_find_batch_size")
+            batch_option = f"per_device_{'eval' if position.evaluating else 'train'}_batch_size"
             error: DirectpoError = TrainingStopped(
-                help_text.format(step=position.step, batch=batch, kind=kind, knobs=knobs, auto=auto)
+                help_text.format(
+                    step=position.step,
+                    batch=batch,
+                    kind=kind,
+                    knobs=knobs,
+                    auto=auto,
+                    lower_batch=spell_change("lower", batch_option),
+                    raise_accumulation=spell_change("raise", "gradient_accumulation_steps"),
+                )  # fmt: skip
             )
         elif reason is None and NONDETERMINISTIC in text:  # full_determinism met such an op
             operation = text.split(NONDETERMINISTIC)[0].strip()
@@ -272,9 +281,9 @@ def setup_out_of_memory(
     )
     knobs = []
     if not lora:
-        knobs.append(f"train LoRA adapters ({said('lora_r', 16)}; load_in_4bit on a GPU)")
+        knobs.append(f"train LoRA adapters ({said('lora_r', 16)}; {said('load_in_4bit')} on a GPU)")
     elif not (config.load_in_4bit or config.load_in_8bit):
-        knobs.append("load the base quantized (load_in_4bit, on a GPU)")
+        knobs.append(f"load the base quantized ({said('load_in_4bit')}, on a GPU)")
     if _can_precompute(config):
         precompute = spell_setting(("precompute_ref_log_probs", True))
         knobs.append(f"{precompute} (no reference model held)")

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from directpo.callers import Spelling, caller
+from directpo.callers import spell_change
 from directpo.errors import ConfigError, DataError, memory_kind
 from directpo.folders import missing_folders, remove_empty
 from directpo.signals import Terminated
@@ -181,9 +181,9 @@ class StagedJsonl:
         # out of memory (torch.OutOfMemoryError, the CPU allocator's RuntimeError, MemoryError):
         # not a bug, and the kept rows need not be sampled again with a smaller batch_size
         if memory_kind(exc) is not None:  # (--batch_size was said to Python's score_file too)
-            lower = "--batch_size" if caller().spelling is Spelling.FLAGS else "batch_size"
             raise ConfigError(
-                f"batch_size: out of memory after {self.written} rows; lower {lower}"
+                f"batch_size: out of memory after {self.written} rows; "
+                f"{spell_change('lower', 'batch_size')}"
                 + (f" ({kept}, another batch_size too)" if kept else "")
             ) from None
 

@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
+from directpo.callers import spell_change, spell_setting
 from directpo.readers import RowError
 
 # A completion its prompt left under this many tokens (or under a quarter of max_length, for a
@@ -83,8 +84,9 @@ class PairLimits:
             "identical after truncation",
             f"chosen and rejected are identical after truncation: the prompt keeps "
             f"{prompt_length} tokens and each completion its first {kept} ({', '.join(limits)}), "
-            "which are the same; raise max_length, lower max_prompt_length, or set "
-            "skip_invalid_rows to drop such rows",
+            f"which are the same; {spell_change('raise', 'max_length')}, "
+            f"{spell_change('lower', 'max_prompt_length')}, or "
+            f"{spell_setting(('skip_invalid_rows', True))} to drop such rows",
         )
 
     def truncate_prompt(self, ids: list[int], truncated: Counter[str]) -> list[int]:

@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from directpo.callers import in_callers_context
+from directpo.callers import in_callers_context, said, spell_change
 from directpo.errors import ConfigError, DirectpoError, pickled_error
 
 TASKS_PER_CALL = 4  # batches a process is handed at a time (fewer round trips)
@@ -74,8 +74,9 @@ def encoded_batches(
             yield examples[start:stop], pairs, cuts
     except BrokenProcessPool as exc:
         raise ConfigError(
-            f"dataset_num_proc {num_proc}: a tokenizing process ended abruptly ({exc}; out of "
-            "host memory?): lower dataset_num_proc, or leave it unset (one process)"
+            f"{said('dataset_num_proc', num_proc)}: a tokenizing process ended abruptly ({exc}; "
+            f"out of host memory?): {spell_change('lower', 'dataset_num_proc')}, or leave it "
+            "unset (one process)"
         ) from None
     finally:
         pool.shutdown(cancel_futures=True)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 import directpo
 from directpo.batching import PLAIN, Batch, Layout, collate_pairs, eval_batches
+from directpo.callers import spell_change
 from directpo.distributed import (
     SINGLE_PROCESS,
     World,
@@ -422,7 +423,8 @@ def precompute_run_reference(run: Run, reference_weights: str) -> None:
             raise TrainingStopped(
                 f"out of {memory_kind(exc)} memory in the reference log-probs pass "
                 "(precompute_ref_log_probs), "
-                f"batches of {batch} pairs: lower precompute_ref_batch_size; the pairs scored "
+                f"batches of {batch} pairs: {spell_change('lower', 'precompute_ref_batch_size')}; "
+                "the pairs scored "
                 "are kept and the next run continues after them"
             ) from None
     run.kl_reference = reference if config.eval_generate else None

@@ -33,7 +33,7 @@ from directpo.model_locations import (
     revision_problems,
 )
 from directpo.option_paths import MODEL_FOLDER_OPTIONS, expand_patterns, missing_path
-from directpo.resumable import refuse_model_only
+from directpo.resumable import refuse_model_only, resume_as_given, resuming
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -293,6 +293,11 @@ def missing_template(value: str | None) -> str | None:
 
 
 def _check_resume(config: DPOConfig) -> None:
+    with resume_as_given(config):
+        _check_resume_as_given(config)
+
+
+def _check_resume_as_given(config: DPOConfig) -> None:
     resume = config.resume_from_checkpoint
     if resume and resume != "latest":
         inside = os.path.join(config.output_dir, resume)  # checkpoint-500 names one there
@@ -303,7 +308,7 @@ def _check_resume(config: DPOConfig) -> None:
         named = config.resume_from_checkpoint
         if os.path.isdir(config.output_dir) and os.path.samefile(named, config.output_dir):
             raise ConfigError(  # (it said "no manifest (incomplete or not a directpo checkpoint)")
-                f"resume_from_checkpoint: {resume} is output_dir itself, not one of its "
+                f"{resuming(resume)} is output_dir itself, not one of its "
                 "checkpoints: name a checkpoint-N folder, or 'latest' (the newest that verifies)"
             )
     if resume:

@@ -5,12 +5,13 @@ any model loads (checkpoint.py writes, verifies and restores them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-from directpo.callers import Blank, spell_option, spell_setting
+from directpo.callers import Blank, in_askers_words, said, spell_option, spell_setting
 from directpo.errors import CheckpointError, ConfigError
 from directpo.loss_names import needs_reference
 from directpo.trainer_state import STATE_FILE, own_state
@@ -32,6 +33,21 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def resume_as_given(config: Any) -> contextlib.AbstractContextManager[None]:
+    """A resume's refusals said as its source wrote resume_from_checkpoint: ``directpo train
+    recipe.yaml --resume_from_checkpoint latest`` (the flag TRL's and transformers' users
+    resume with) is told ``--resume_from_checkpoint latest: ...; give ...``, not the recipe's
+    key it did not write."""
+    return in_askers_words(config, "resume_from_checkpoint", ())
+
+
+def resuming(value: str) -> str:
+    """A refused resume's lead, the checkpoint as the caller named it: ``resume_from_checkpoint:
+    latest`` in a recipe, ``--resume_from_checkpoint latest`` on a command line,
+    ``resume_from_checkpoint='latest'`` in Python (every caller was told the recipe's)."""
+    return said("resume_from_checkpoint", value)
+
+
 MODEL_ONLY = (
     "written with save_only_model: true (no optimizer, schedule or RNG state): not resumable"
 )
@@ -45,17 +61,17 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
     if value != "latest":
         foreign = foreign_checkpoint(Path(value))
         if foreign:
-            raise CheckpointError(f"resume_from_checkpoint: {value}: {foreign}")
+            raise CheckpointError(f"{resuming(value)}: {foreign}")
         if not_resumable(Path(value)):
             problem = f"{MODEL_ONLY}; {start_from(Path(value))}"
-            raise CheckpointError(f"resume_from_checkpoint: {value}: {problem}")
+            raise CheckpointError(f"{resuming(value)}: {problem}")
         return
     candidates = list(reversed(list_checkpoints(output_dir)))
     # (a checkpoint written whole but killed before its rename is moved into place once the
     # folder is locked: checkpoint.finish_staged; refused here, the run was started anew)
     if not candidates and not _staged_whole(output_dir):  # (said only after the data loaded)
         raise CheckpointError(
-            f"resume_from_checkpoint: latest: no checkpoint in {output_dir} to resume; "
+            f"{resuming('latest')}: no checkpoint in {output_dir} to resume; "
             f"{spell_setting(('resume_from_checkpoint', None))} to start a new run"
         )
     if not candidates:
@@ -63,13 +79,13 @@ def refuse_model_only(value: str, output_dir: str | Path) -> None:
     if all(foreign_checkpoint(path) for path in candidates):  # a TRL run's output_dir
         names = ", ".join(path.name for path in candidates)
         raise CheckpointError(
-            f"resume_from_checkpoint: latest: no directpo checkpoint in {output_dir} ({names}: "
+            f"{resuming('latest')}: no directpo checkpoint in {output_dir} ({names}: "
             f"{foreign_checkpoint(candidates[0])})"
         )
     if all(not_resumable(path) for path in candidates):
         names = ", ".join(path.name for path in candidates)
         raise CheckpointError(
-            f"resume_from_checkpoint: latest: no usable checkpoint in {output_dir} ({names}: "
+            f"{resuming('latest')}: no usable checkpoint in {output_dir} ({names}: "
             f"{MODEL_ONLY}); {start_from(candidates[0])}"
         )
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from directpo.best import BestModel
-from directpo.callers import Blank, said, spell_option, spell_setting
+from directpo.callers import Blank, said, spell_change, spell_option, spell_setting
 from directpo.checkpoint import (
     REFERENCE_FILE,
     load_checkpoint,
@@ -35,6 +35,7 @@ from directpo.outputs import remove
 from directpo.pair_store import PairStore
 from directpo.precision import evaluates_in_float32
 from directpo.random_states import resume_note
+from directpo.resumable import resume_as_given, resuming
 from directpo.sources import FixedPairs, OnlineRounds, pairs_fingerprint, said_change
 from directpo.step import PairStats
 from directpo.sync import load_reference_state
@@ -64,9 +65,11 @@ def resume(run: Run) -> None:
     """Weights (the float32 masters under mixed precision), optimizer, schedule, RNG and the
     logging window of the checkpoint that ``resume_from_checkpoint`` names."""
     config, world = run.config, run.world
-    checkpoint = on_main(
-        world, lambda: resolve_checkpoint(config.resume_from_checkpoint, run.output_dir, run.echo)
-    )
+    with resume_as_given(config):
+        checkpoint = on_main(
+            world,
+            lambda: resolve_checkpoint(config.resume_from_checkpoint, run.output_dir, run.echo),
+        )
     if not config.sync_ref_model and (Path(checkpoint) / REFERENCE_FILE).is_file():
         raise CheckpointError(  # (it went on against the starting model without a word)
             f"checkpoint {checkpoint} was written by TR-DPO (sync_ref_model): its reference has "
@@ -101,9 +104,9 @@ def resume(run: Run) -> None:
         raise _with_data_changes(error, config, Path(checkpoint)) from None
     if state["global_step"] > run.total_steps:  # the final folder would get a later step's
         raise ConfigError(
-            f"resume_from_checkpoint: {checkpoint} is at step {state['global_step']}, past this "
-            f"run's {run.total_steps} steps (max_steps / num_train_epochs): raise them, or resume "
-            "from an earlier checkpoint"
+            f"{resuming(str(checkpoint))} is at step {state['global_step']}, past this run's "
+            f"{run.total_steps} steps: {spell_change('raise', 'max_steps', 'num_train_epochs')}, "
+            "or resume from an earlier checkpoint"
         )
     if note := resume_note(Path(checkpoint), world.size):
         run.echo(note)

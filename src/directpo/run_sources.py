@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+from directpo.callers import spell_setting
 from directpo.config import DPOConfig
 from directpo.data import load_preferences, read_rows
 from directpo.data_sources import is_path_list, python_source, refuse_column_dict
@@ -80,7 +81,8 @@ def held_out_pairs(
     if is_stream(source) and config.max_eval_samples is None:
         echo(
             f"{name or 'eval_dataset'}: a stream (IterableDataset) without max_eval_samples: it is "
-            "read whole before the first step (an endless one never ends: set max_eval_samples)"
+            "read whole before the first step (an endless one never ends: "
+            f"{spell_setting('max_eval_samples')})"
         )
     return load_preferences(
         source, columns, skip_invalid_rows=config.skip_invalid_rows, name=name,

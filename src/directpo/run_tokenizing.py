@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from directpo.adapters import adapter_base
-from directpo.callers import spell_setting
+from directpo.callers import spell_change, spell_setting
 from directpo.config import DPOConfig
 from directpo.hub import cache_only_where_unreachable
 from directpo.messages import others_turn
@@ -80,8 +80,9 @@ def tokenize_set(
         echo(
             f"warning: {name}: {starved} of {completions} completions keep under {limit:g} "
             f"tokens because their prompt fills max_length {config.max_length}; DPO learns little "
-            "from them: raise max_length, set max_prompt_length (prompts are cut from the left), "
-            "or drop such rows"
+            f"from them: {spell_change('raise', 'max_length')}, "
+            f"{spell_setting('max_prompt_length')} (prompts are cut from the left), or drop such "
+            "rows"
         )
     return PairSet(tokenized.pairs, tokenized.sources)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from directpo.callers import spell_option
+from directpo.callers import spell_change, spell_option
 from directpo.preference_pairs import counted
 
 
@@ -61,7 +61,7 @@ def start_notes(
         notes.append(
             f"warning: the warmup ({counted(warmup, 'step')}) is as long as the run "
             f"({counted(total_steps, 'step')}): the learning rate reaches at most {peak:.0%} of "
-            "learning_rate; lower warmup_steps / warmup_ratio"
+            f"learning_rate; {spell_change('lower', 'warmup_steps', 'warmup_ratio')}"
         )
     if config.lr_scheduler_type == "constant" and warmup > 0:
         # transformers' constant ignores num_warmup_steps: a warmup asked for is done here

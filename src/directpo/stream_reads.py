@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from directpo.callers import spell_setting
 from directpo.config import DPOConfig
 from directpo.preference_pairs import counted
 
@@ -87,6 +88,6 @@ def read_whole(config: DPOConfig, label: str, echo: Callable[[str], None]) -> bo
         return False
     echo(
         f"{label} without max_steps: it is read whole before the first step (an endless one "
-        "never ends: set max_steps)"
+        f"never ends: {spell_setting('max_steps')})"
     )
     return True

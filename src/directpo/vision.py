@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from directpo.callers import spell_setting
 from directpo.errors import ModelLoadError
 from directpo.readers import list_in_text
 
@@ -339,8 +340,8 @@ def text_only_refusal(processor: Any) -> str | None:
         return None
     return (
         f"the row has no images, and {type(processor).__name__}'s model ({kind}) takes every "
-        "prompt with its images; give the row an image, or set skip_invalid_rows to drop such "
-        "rows"
+        "prompt with its images; give the row an image, or "
+        f"{spell_setting(('skip_invalid_rows', True))} to drop such rows"
     )
 
 
