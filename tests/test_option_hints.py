@@ -23,13 +23,14 @@ from directpo.option_loading import load_options
         ),
         (["rank", "--model", "run/"], "did you mean '--model_name_or_path'?"),
         (["generate", "--model", "run/"], "did you mean '--model_name_or_path'?"),
-        (["train", "--model", "run/"], "did you mean '--model_name_or_path'?"),
+        # (train reads the flag's value: the setting said with it, not only the name to retype)
+        (["train", "--model", "run/"], "unknown option '--model'; give --model_name_or_path run/"),
         (["score", "--model_path", "run/"], "did you mean '--model_name_or_path'?"),
         (["score", "--dataset", "a.jsonl"], "unknown option '--dataset'; did you mean '--input'?"),
         (["generate", "--data", "a.jsonl"], "did you mean '--input'?"),
         # (told 'did you mean --data_seed?', which orders the pairs)
         (["train", "--data", "a.jsonl"], "unknown option '--data'; did you mean '--train_file'?"),
-        (["train", "--lr", "1e-6"], "unknown option '--lr'; did you mean '--learning_rate'?"),
+        (["train", "--lr", "1e-6"], "unknown option '--lr'; give --learning_rate 1e-6"),
         (["score", "--lr", "1e-6"], "'--lr'; --learning_rate is an option of directpo train, not"),
         (["generate", "--epochs", "2"], "--num_train_epochs is an option of directpo train"),
         (["demo", "--batch_size", "2"], "--batch_size is an option of directpo score, rank and"),
@@ -39,9 +40,9 @@ from directpo.option_loading import load_options
         # --generation_kwargs?')
         (["generate", "--max_completion_length", "8"], "did you mean '--max_new_tokens'?"),
         (["generate", "--num_generations", "4"], "did you mean '--num_return_sequences'?"),
-        (["train", "--num_generations", "4"], "did you mean '--online_samples_per_prompt'?"),
+        (["train", "--num_generations", "4"], "give --online_samples_per_prompt 4"),
         # (told 'did you mean --auto_find_batch_size?')
-        (["train", "--generation_batch_size", "8"], "did you mean '--online_prompts_per_round'?"),
+        (["train", "--generation_batch_size", "8"], "give --online_prompts_per_round 8"),
         (["generate", "--generation_batch_size", "8"], "did you mean '--batch_size'?"),
         # the command whose option a spelling means (told train's online_samples_per_prompt)
         (
@@ -82,7 +83,7 @@ from directpo.option_loading import load_options
         ),
         (["--lr", "1", "score"], "--learning_rate is an option of directpo train, not of score"),
         # a reward model's folder: train's online labeller (score's was told nothing)
-        (["train", "--reward_pretrain", "rm/"], "did you mean '--reward_model_name_or_path'?"),
+        (["train", "--reward_pretrain", "rm/"], "give --reward_model_name_or_path rm/"),
         (
             ["score", "--reward_model", "rm/"],
             "--reward_model_name_or_path is an option of directpo train, not of this command",
@@ -145,8 +146,8 @@ def test_a_yaml_key_and_a_python_keyword_are_told_the_same(tmp_path) -> None:
     with pytest.raises(ConfigError) as refused:
         load_options(DPOConfig, recipe)
     said = str(refused.value)
-    assert "unknown option 'lr'; did you mean 'learning_rate'?" in said
-    assert "unknown option 'model_path'; did you mean 'model_name_or_path'?" in said
+    assert "unknown option 'lr'; set learning_rate: 1e-06" in said
+    assert "unknown option 'model_path'; set model_name_or_path: m" in said
     with pytest.raises(ConfigError, match="'model' is unknown; did you mean 'model_name_or_path'"):
         ScoreOptions(model="run")
 
@@ -310,3 +311,39 @@ def test_another_classes_option_is_named_by_its_class_to_a_python_caller(build, 
     with pytest.raises(ConfigError) as err:
         build()
     assert said in str(err.value) and "directpo" not in str(err.value).split(";")[-1]
+
+
+def test_another_tools_spelling_with_its_value_is_told_the_setting_as_each_caller_writes_it(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """TRL's and transformers' ``--model run/`` (``model: run/`` in a recipe, ``lr=1e-6`` to
+    train()) was told "did you mean '--model_name_or_path'?", the value then retyped under it:
+    where the value is known the setting is said with it, as each caller writes options; a
+    bare flag, a hub id for a file's option and dtype's other spellings keep the name alone."""
+    from directpo.trainer import train
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.jsonl").write_text("")
+    for argv, said in (
+        (["train", "--model", "run/"], "unknown option '--model'; give --model_name_or_path run/"),
+        (["train", "--ref_model", "my ref"], "give --ref_model_name_or_path 'my ref'"),
+        (["train", "--grad_accum", "4"], "give --gradient_accumulation_steps 4"),
+        (["train", "--data", "a.jsonl"], "unknown option '--data'; give --train_file a.jsonl"),
+        (["score", "--model=run/"], "unknown option '--model'; give --model_name_or_path run/"),
+        (["train", "--model"], "unknown option '--model'; did you mean '--model_name_or_path'?"),
+        (["train", "--data", "org/prefs"], "'--data'; did you mean '--train_file'?"),
+        (["train", "--mixed_precision", "bf16"], "did you mean '--dtype'?"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert said in err, (argv, err)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: run/\nlr: 1.0e-6\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(recipe))
+    assert "unknown option 'model'; set model_name_or_path: run/" in str(refused.value)
+    assert "unknown option 'lr'; set learning_rate: 1e-06" in str(refused.value)
+    with pytest.raises(ConfigError) as refused:
+        train(model_name_or_path="run/", lr=1e-6, ref_model_path="ref/", echo=None)
+    assert "unknown option 'lr'; pass learning_rate=1e-06" in str(refused.value)
+    assert "option 'ref_model_path'; pass ref_model_name_or_path='ref/'" in str(refused.value)

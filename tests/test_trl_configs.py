@@ -496,7 +496,7 @@ def test_trl_options_that_were_dropped_now_do_what_they_ask(
         ("truncation_mode", "keep_end", "cap prompts with --max_prompt_length"),
         ("pad_token", "<pad>", "padding is masked out"),
         ("dataset_splits", "[train_prefs, test_prefs]", "dataset_train_split"),
-        ("ref_model", "x", "did you mean '--ref_model_name_or_path'"),
+        ("ref_model", "x", "give --ref_model_name_or_path x"),
         ("chat_template", "{{ x | nosuchfilter }}", "chat_template: does not compile"),
     ):
         code = main([

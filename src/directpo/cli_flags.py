@@ -27,7 +27,7 @@ from typing import Any
 from directpo.callers import Spelling, advice_text, written_as
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
-from directpo.option_hints import unknown_hint
+from directpo.option_hints import NO_VALUE, unknown_hint
 from directpo.option_loading import read_yaml
 from directpo.option_paths import PATH_OPTIONS
 from directpo.option_values import as_yaml, coerce, comma_words
@@ -514,7 +514,10 @@ def spread_input(tokens: Sequence[str], options: type) -> str | None:
     return None
 
 
-def unknown_flag_message(flag: str, options: type) -> str:
+def unknown_flag_message(flag: str, options: type, value: Any = NO_VALUE) -> str:
+    """The refusal of an unknown ``flag`` (``--model``, ``--model=run/``); ``value``: the word
+    given after it, where the caller knows it (``--model=run/`` carries its own), so that
+    another tool's spelling is told the flag with it (``give --model_name_or_path run/``)."""
     names = [n for n, _, _ in option_help(options)]
     names += ["config"] if hasattr(options, "save_record") else []  # train's --config (-c)
     if not flag.startswith("-"):
@@ -522,8 +525,8 @@ def unknown_flag_message(flag: str, options: type) -> str:
         if _is_override(flag) and key in names:  # (train says so of its key=value too)
             return f"'{flag}': options are flags here: --{key} {shlex.quote(value)}"
         return f"unexpected argument '{flag}'{_argument_hint(flag, options)}"
-    name = flag.lstrip("-").split("=", 1)[0]
-    hint = unknown_hint(name, names)
+    name, equals, written = flag.lstrip("-").partition("=")
+    hint = unknown_hint(name, names, value=written if equals else value)
     if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):
         with written_as(Spelling.FLAGS):  # (a flag's: --dtype bfloat16)
             hint = f"; {advice_text(instead)}"

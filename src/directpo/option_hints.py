@@ -9,10 +9,15 @@ lead for others (``--data``: 'did you mean --data_seed?')."""
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Collection
 from dataclasses import fields
+from typing import Any
 
-from directpo.callers import Spelling, caller, spell_value
+from directpo.callers import Spelling, caller, spell_setting, spell_value, written_as
+
+# no value given with an unknown name (a flag at the end of the line, a switch)
+NO_VALUE: Any = object()
 
 # a spelling -> the options it may mean, in order: the first the command has is said (--dataset
 # is train's train_file and score's input)
@@ -161,19 +166,53 @@ def counterpart(name: str, names: Collection[str], flag: str = "--") -> str:
     return ""
 
 
-def unknown_hint(name: str, names: Collection[str], flag: str = "--") -> str:
+def unknown_hint(name: str, names: Collection[str], flag: str = "--", value: Any = NO_VALUE) -> str:
     """The hint after "unknown option 'NAME'": the option NAME stands for here
     (``counterpart``), else the option meant, else the options NAME begins (--per_device,
     --max: argparse's abbreviations, which TRL's scripts take when one option begins so, were
-    told nothing), else whose option it is (``elsewhere``), else ''."""
+    told nothing), else whose option it is (``elsewhere``), else ''. ``value``: what NAME was
+    given, where known; another tool's spelling of an option (``--model run/``, TRL's and
+    transformers' scripts') is then told the setting with it (``give --model_name_or_path
+    run/``, ``set model_name_or_path: run/``), not only the name to retype it under."""
     if other := counterpart(name, names, flag):
         return other
+    if setting := setting_meant(name, names, flag, value):
+        return f"; {setting}"
     meant = meant_option(name, names)
     if meant:
         return f"; did you mean '{flag}{meant}'?"
     if begun := abbreviated(name, names, flag):
         return f"; {begun}"
     return elsewhere(name, names, flag)
+
+
+# options whose value another tool's spelling may mean otherwise: --dataset org/prefs is a hub
+# dataset (dataset_name), a file only where it is one
+_FILES_ONLY = ("train_file", "input", "eval_file")
+# options whose values other tools spell otherwise (accelerate's --mixed_precision bf16 is
+# dtype bfloat16 here: its own check says so), told the name alone
+_VALUES_DIFFER = ("dtype",)
+
+
+def setting_meant(name: str, names: Collection[str], flag: str, value: Any) -> str:
+    """The setting another tool's spelling ``name`` (SPELLINGS) with ``value`` stands for
+    here, as ``flag`` says the source wrote it (``--``: a command line's; else the caller's),
+    or '' where the value is not one to repeat (none, a switch's, a list, a hub id for a
+    file's option)."""
+    key = _key(name)
+    if key not in SPELLINGS or not (option := _spelt(key, names)):
+        return ""
+    if option == "config" or option in _VALUES_DIFFER:
+        return ""
+    if value is NO_VALUE or isinstance(value, bool) or not isinstance(value, str | int | float):
+        return ""
+    if value == "" or (flag and value == "true"):  # (a bare --model: cli_flags reads "true")
+        return ""
+    if option in _FILES_ONLY and not os.path.exists(str(value)):
+        return ""
+    spelling = Spelling.FLAGS if flag else caller().spelling
+    with written_as(spelling):
+        return spell_setting((option, value))
 
 
 def abbreviated(name: str, names: Collection[str], flag: str = "--") -> str:

@@ -39,7 +39,7 @@ from directpo.callers import (
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
 from directpo.model_locations import is_adapter_folder
-from directpo.option_hints import unknown_hint
+from directpo.option_hints import setting_meant, unknown_hint
 from directpo.option_values import as_yaml, value_shown
 from directpo.trl_table import (
     ALIASES,
@@ -518,7 +518,11 @@ def _translate(values: dict[str, Any], known: list[str], where: str) -> dict[str
             names = (meant,) if isinstance(meant, str) else meant or ()
             named = " and ".join(f"'{flag}{name}'" for name in names)
             hint = f"; did you mean {named}?" if names else ""
-            hint = hint or unknown_hint(key, [*known, *(["config"] if flag else [])], flag)
+            options = [*known, *(["config"] if flag else [])]
+            # (the value known: --model run/ told 'give --model_name_or_path run/')
+            if setting := setting_meant(key, options, flag, value):
+                hint = f"; {setting}"
+            hint = hint or unknown_hint(key, options, flag, value)
             if key == "reward_funcs":
                 hint = _reward_list_hint(value) or _reward_funcs_hint(value) or hint
             if flag and key in VERSION_FLAGS:
