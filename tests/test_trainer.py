@@ -1167,7 +1167,7 @@ def test_other_allocators_out_of_memory_are_retried_and_said_in_one_line(
     said = f"step 1: out of {kind} memory with micro-batches of 4 pairs; auto_find_batch_size"
     assert any(line.startswith(said) for line in lines)
     config = tiny_config(model, pairs_file, tmp_path / "off", **plain)
-    with pytest.raises(TrainingStopped, match=f"^out of {kind} memory at step 1: lower per_dev"):
+    with pytest.raises(TrainingStopped, match=f"^out of {kind} memory at step 1: pass a lower "):
         train(config, echo=quiet)
 
 
