@@ -1325,6 +1325,12 @@ VALUE_CHANGES = {
         "resume_from_checkpoint='latest': no checkpoint in {out} to resume; pass "
         "resume_from_checkpoint=None to start a new run",
     ),
+    # (and the way on after a failed write or a stop: 'resume_from_checkpoint: latest' too)
+    "kept": (
+        "(newest checkpoint-2): make room, then resume with resume_from_checkpoint: latest",
+        "(newest checkpoint-2): make room, then resume with --resume_from_checkpoint latest",
+        "(newest checkpoint-2): make room, then resume with resume_from_checkpoint='latest'",
+    ),
 }
 
 
@@ -1332,7 +1338,7 @@ def _value_change(kind: str, out: Path) -> str:
     import torch
 
     from directpo.due import no_evaluation
-    from directpo.failures import memory_knobs
+    from directpo.failures import memory_knobs, what_is_kept
     from directpo.guard import UpdateStats, check_update
     from directpo.pair_truncation import PairLimits
     from directpo.resumable import refuse_model_only
@@ -1347,6 +1353,9 @@ def _value_change(kind: str, out: Path) -> str:
     elif kind == "eval_delay":
         config = DPOConfig(eval_delay=7)
         said.append(no_evaluation(SimpleNamespace(config=config, total_steps=6)))  # type: ignore[arg-type]
+    elif kind == "kept":
+        (out / "checkpoint-2").mkdir(exist_ok=True)
+        said.append(what_is_kept(out))
     elif kind == "memory":
         said.append(memory_knobs(DPOConfig(model_name_or_path="m"), lora=False))
     refusals = {

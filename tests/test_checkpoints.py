@@ -287,7 +287,7 @@ def test_a_full_disk_while_logging_stops_in_one_line(
     assert str(info.value) == (
         f"step 2: cannot write {out / 'metrics.jsonl'} (No space left on device); its "
         "checkpoints are intact (newest checkpoint-1): make room, then resume with "
-        "resume_from_checkpoint: latest"
+        "resume_from_checkpoint='latest'"  # (train()'s keyword)
     )
     assert verify_checkpoint(out / "checkpoint-1") is None
 

@@ -287,7 +287,7 @@ def test_a_labeller_failing_mid_run_keeps_the_trained_steps(
     assert str(failed.value) == (
         f"online round 1: reward_fn '{judge}:flaky' raised ConnectionError: judge unreachable; "
         "the 2 step(s) trained are kept in checkpoint-2: fix it and continue with "
-        "resume_from_checkpoint: latest"
+        "resume_from_checkpoint='latest'"  # (train()'s keyword)
     )
     monkeypatch.delenv("JUDGE_DOWN")
     config.resume_from_checkpoint = "latest"

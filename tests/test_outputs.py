@@ -170,7 +170,7 @@ def test_a_full_disk_at_the_final_save_is_one_line_and_leaves_the_folder_as_it_w
         CheckpointError,
         match=r"cannot write the final model to .* \(No space left on device; \d+ MiB free on "
         r"that disk\); its checkpoints are intact \(newest checkpoint-2\): make room, then "
-        r"resume with resume_from_checkpoint: latest$",
+        r"resume with resume_from_checkpoint='latest'$",  # (train()'s keyword)
     ):
         train(config, echo=quiet)
     assert not (out / FINAL_STAGING).exists()

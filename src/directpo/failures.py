@@ -26,6 +26,7 @@ from directpo.errors import (
 )
 from directpo.model_locations import is_adapter_folder
 from directpo.model_preparation import compile_failure
+from directpo.resumable import resuming
 
 if TYPE_CHECKING:
     from directpo.config import DPOConfig
@@ -177,7 +178,7 @@ def trained_steps_kept(run: Run, done: int, save: Callable[[Run, int], Path]) ->
         path = existing if kept else save(run, done)
         error.args = (
             f"{error}; the {done} step(s) trained are kept in {path.name}: fix it and continue "
-            "with resume_from_checkpoint: latest",
+            f"with {resuming('latest')}",
         )
         raise
 
@@ -197,8 +198,7 @@ def _kept_under_torchrun(output_dir: Path, done: int) -> str:
     lost = done - int(newest.rsplit("-", 1)[1])
     since = f", the {lost} step(s) since are not kept (save_steps)" if lost > 0 else ""
     return (
-        f"the newest checkpoint is {newest}{since}: fix it and continue with "
-        "resume_from_checkpoint: latest"
+        f"the newest checkpoint is {newest}{since}: fix it and continue with {resuming('latest')}"
     )
 
 
@@ -209,7 +209,7 @@ def what_is_kept(output_dir: Path) -> str:
         return "no checkpoint holds this run (save_steps was not reached)"
     return (
         f"its checkpoints are intact (newest {kept[-1]}): make room, then resume with "
-        "resume_from_checkpoint: latest"
+        f"{resuming('latest')}"
     )
 
 

@@ -63,6 +63,7 @@ from directpo.outputs import (
 )
 from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
+from directpo.resumable import resuming
 from directpo.resume import (
     run_seed,
 )
@@ -369,7 +370,7 @@ def _stopped(run: Run, done: int, signal: str, checkpoint: Path) -> TrainResult:
     run.logger.close()
     run.echo(
         f"stopped by {signal} after step {done}; checkpoint {checkpoint}; "
-        "continue with resume_from_checkpoint: latest"
+        f"continue with {resuming('latest')}"
     )
     return train_result(run, run.policy, run.reference, done, signal)
 
