@@ -1325,6 +1325,11 @@ VALUE_CHANGES = {
         "resume_from_checkpoint='latest': no checkpoint in {out} to resume; pass "
         "resume_from_checkpoint=None to start a new run",
     ),
+    "configs": (
+        "cannot load (Config name is missing; it has ['en', 'de']); set dataset_config",
+        "cannot load (Config name is missing; it has ['en', 'de']); give --dataset_config",
+        "cannot load (Config name is missing; it has ['en', 'de']); pass dataset_config=...",
+    ),
     # (and the way on after a failed write or a stop: 'resume_from_checkpoint: latest' too)
     "kept": (
         "(newest checkpoint-2): make room, then resume with resume_from_checkpoint: latest",
@@ -1337,6 +1342,7 @@ VALUE_CHANGES = {
 def _value_change(kind: str, out: Path) -> str:
     import torch
 
+    from directpo.data_sources import dataset_splits
     from directpo.due import no_evaluation
     from directpo.failures import memory_knobs, what_is_kept
     from directpo.guard import UpdateStats, check_update
@@ -1346,6 +1352,20 @@ def _value_change(kind: str, out: Path) -> str:
     from directpo.stream_reads import read_whole
 
     said: list[str] = []
+    if kind == "configs":  # (datasets' refusal of a hub dataset of several configurations)
+        import datasets
+
+        def refused(*args: object, **kwargs: object) -> None:
+            raise ValueError(
+                "Config name is missing.\nPlease pick one among the available configs: ['en', 'de']"
+            )
+
+        (out / "prefs").mkdir(exist_ok=True)
+        with pytest.MonkeyPatch.context() as patched:
+            patched.setattr(datasets, "load_dataset", refused)
+            with pytest.raises(Exception) as refusal:
+                dataset_splits(str(out / "prefs"), None, "dataset_name prefs", "train")
+        said.append(str(refusal.value))
     if kind == "warmup":
         said += start_notes(DPOConfig(warmup_steps=4), 4, lora=False)
     elif kind == "stream":

@@ -242,7 +242,9 @@ def dataset_splits(
         configs = [line for line in str(exc).splitlines() if "available configs:" in line]
         if configs:
             problem = f"{problem.rstrip('.')}; it has {configs[0].split(':', 1)[1].strip()}"
-            why = f"{why}; {spell_setting(config_key)}"
+            # (a dataset_mixture entry's key, config, is no option: its entry's words)
+            own = config_key == "dataset_config"
+            why = f"{why}; {spell_setting(config_key) if own else f'set {config_key}'}"
         raise DataError(f"{label}: cannot load ({problem}){why}") from None
     return loaded
 
