@@ -44,8 +44,8 @@ def test_every_unknown_keyword_is_said_in_one_call(options) -> None:
 
 
 def test_a_foreign_keyword_says_what_to_use() -> None:
-    """generate()'s max_tokens (vLLM's name) says the option, as the flag does."""
-    with pytest.raises(ConfigError, match="'max_tokens' is unknown; did you mean 'max_new_tokens'"):
+    """generate()'s max_tokens (vLLM's name) says the option, with the keyword's value."""
+    with pytest.raises(ConfigError, match="'max_tokens' is unknown; pass max_new_tokens=8$"):
         GenerateOptions(max_tokens=8)
 
 

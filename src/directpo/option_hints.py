@@ -206,11 +206,10 @@ def setting_meant(name: str, names: Collection[str], flag: str, value: Any) -> s
         return ""
     if value is NO_VALUE or isinstance(value, bool) or not isinstance(value, str | int | float):
         return ""
-    if value == "" or (flag and value == "true"):  # (a bare --model: cli_flags reads "true")
-        return ""
-    if option in _FILES_ONLY and not os.path.exists(str(value)):
-        return ""
     spelling = Spelling.FLAGS if flag else caller().spelling
+    bare = spelling is Spelling.FLAGS and value == "true"  # (a bare --model: cli_flags' "true")
+    if value == "" or bare or (option in _FILES_ONLY and not os.path.exists(str(value))):
+        return ""
     with written_as(spelling):
         return spell_setting((option, value))
 

@@ -38,7 +38,7 @@ from directpo.callers import (
     written_as,
 )
 from directpo.errors import ConfigError, ConfigErrors
-from directpo.option_hints import meant_choice, unknown_hint
+from directpo.option_hints import NO_VALUE, meant_choice, unknown_hint
 from directpo.option_values import coerce as _coerce
 from directpo.option_values import typed_shown, value_shown, word_refusal
 from directpo.shell_expansion import home_expanded, unset_said, unset_variables
@@ -214,7 +214,8 @@ class Options:
             for key in values:
                 instead = cls.FOREIGN_KEYS.get(key)
                 try:
-                    _check_known(key, label, names, advice_text(instead) if instead else None)
+                    advice = advice_text(instead) if instead else None
+                    _check_known(key, label, names, advice, values[key])
                 except ConfigError as error:
                     unknown.append(error)
         if unknown:
@@ -390,9 +391,11 @@ def option_help(cls: type) -> list[tuple[str, str, Any]]:
     return rows
 
 
-def _check_known(key: str, what: str, names: list[str], instead: str | None = None) -> None:
+def _check_known(
+    key: str, what: str, names: list[str], instead: str | None = None, value: Any = NO_VALUE
+) -> None:
     if key not in names:
-        hint = unknown_hint(key, names, flag="")
+        hint = unknown_hint(key, names, flag="", value=value)
         raise ConfigError(f"{what} '{key}' is unknown{f'; {instead}' if instead else hint}")
 
 
