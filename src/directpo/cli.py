@@ -240,3 +240,9 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
         print(f"directpo: error: rank {err.rank}: {text}", file=sys.stderr, flush=True)
     elif first_rank():
         print(f"directpo: error: {text}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    from directpo.__main__ import run
+
+    run()

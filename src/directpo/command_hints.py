@@ -96,9 +96,3 @@ def unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
     elif not meant and (other := elsewhere(option, options)):  # (rank --top_k: generate's,
         after = other.replace("this command", named)  # not to be written after rank)
     return f"unknown option '{name}'{after}"
-
-
-if __name__ == "__main__":
-    from directpo.__main__ import run
-
-    run()
