@@ -130,7 +130,7 @@ def test_help_lists_every_option_with_its_default(capsys) -> None:
     assert "(default: 0.1)" in out  # beta
     # in sections (153 options in one list hid the LoRA ones among the rest), in the order the
     # config declares them; TRL's other spellings said
-    from directpo.cli import TRAIN_HELP_GROUPS
+    from directpo.cli_commands import TRAIN_HELP_GROUPS
 
     firsts = [option_names().index(first) for _, first in TRAIN_HELP_GROUPS]
     assert firsts == sorted(firsts) and firsts[0] == 0
@@ -157,7 +157,7 @@ def test_flags_override_the_yaml_file(tiny_model_dirs, pairs_file, tmp_path, cap
     assert last.startswith(f"next: directpo score --model_name_or_path {out} --input PAIRS.jsonl")
     assert f"directpo plot {out} " in last
     assert "max_steps: 2" in (out / "config.yaml").read_text()
-    from directpo.cli import next_steps
+    from directpo.after_run import next_steps
 
     for given in ("e.jsonl", ["e.jsonl"]):  # (a YAML list of one file, eval_file: [e.jsonl])
         assert "--input e.jsonl --output" in next_steps("out", given)
@@ -168,7 +168,7 @@ def test_the_next_line_names_the_file_an_eval_pattern_matched(tmp_path, monkeypa
     """eval_file: held/*.jsonl put the pattern in the next: line, which score refuses ('no
     such file or folder: held/*.jsonl'): the one file it matched is named, several are
     PAIRS.jsonl as a list of them is."""
-    from directpo.cli import next_steps
+    from directpo.after_run import next_steps
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "held").mkdir()

@@ -99,6 +99,27 @@ def test_ctrl_c_in_the_first_moments_of_any_entry_point_is_a_quiet_stop(
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("started", [["-m", "directpo.cli"], ["-m", "directpo"], ["SCRIPT"]])
+def test_every_entry_point_runs_the_command(started, tmp_path) -> None:
+    """``python -m directpo.cli``, ``python -m directpo`` and the console script each run the
+    command: cli.py's ``__main__`` block must stay in cli.py (moved with the code that ended
+    the file when cli.py was split, ``python -m directpo.cli -V`` printed nothing, exit 0)."""
+    script = tmp_path / "directpo"
+    script.write_text(CONSOLE_SCRIPT)
+    argv = [str(script) if word == "SCRIPT" else word for word in started]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    for words, code, said in (
+        (["-V"], 0, ("directpo ", "")),
+        (["trian"], 2, ("", "directpo: error: unknown command 'trian'; did you mean 'train'?\n")),
+    ):
+        done = subprocess.run(
+            [sys.executable, *argv, *words], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == code, done.stderr
+        assert done.stdout.startswith(said[0]) and done.stderr == said[1]
+        assert bool(done.stdout) == (code == 0)
+
+
 def test_a_program_importing_directpo_keeps_its_own_ctrl_c() -> None:
     """The quiet exit is the command's: a script (or notebook) importing directpo still gets
     KeyboardInterrupt, Python's default handler; so does a process multiprocessing spawns

@@ -5,37 +5,25 @@
     directpo rank     --model_name_or_path RUN --input FILE --output FILE
     directpo generate --model_name_or_path MODEL --input PROMPTS --output FILE
 
-Flags and the YAML file are read in cli_flags.py.
+Flags and the YAML file are read in cli_flags.py; the commands' table is cli_commands.py, their
+parser cli_parser.py, and the words around a command (a mistyped one, a flag before it)
+command_hints.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import difflib
 import os
-import re
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from directpo.after_run import next_steps, resume_command
-from directpo.callers import (
-    Caller,
-    Entry,
-    Spelling,
-    as_command,
-    command_caller,
-    written_as,
-)
+from directpo.after_run import resume_command
+from directpo.callers import Caller, Entry, Spelling, as_command, command_caller, written_as
+from directpo.cli_commands import COMMANDS, Command
 from directpo.cli_flags import (
-    BOOLEAN,
-    LIST,
-    PATHS,
     FlagsRefused,
     as_typed,
-    as_written,
     attach_negative_values,
     end_of_options,
     flag_value,
@@ -49,24 +37,20 @@ from directpo.cli_flags import (
     unknown_flag_message,
     yaml_and_flags,
 )
-from directpo.command_options import (
-    DemoOptions,
-    GenerateOptions,
-    PlotOptions,
-    RankOptions,
-    ScoreOptions,
+from directpo.cli_parser import build_parser
+from directpo.command_hints import (
+    TOP_LEVEL_FLAGS,
+    every_option_name,
+    spelt_as_flags,
+    unknown_top_level,
 )
 from directpo.command_rows import with_others
 from directpo.config import DPOConfig
 from directpo.early_paths import beside_config, refuse_missing_paths
 from directpo.errors import ConfigError, ConfigErrors, DirectpoError
-from directpo.foreign_names import RENAMED
 from directpo.launchers import first_rank
-from directpo.option_hints import SPELLINGS, abbreviated, elsewhere, meant_option
 from directpo.option_loading import load_options
-from directpo.options import option_help
 from directpo.signals import (
-    KeptLines,
     Terminated,
     closed_pipe_behind,
     exit_code_of,
@@ -74,250 +58,6 @@ from directpo.signals import (
     output_closed,
     sigterm_unwinds,
 )
-from directpo.trl_compat import ALIASES
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors become a one-line ConfigError instead of argparse's usage dump; the help is
-    printed by the first rank alone (under torchrun each rank printed it, interleaved)."""
-
-    def _print_message(self, message: str, file: Any = None) -> None:
-        if first_rank():
-            super()._print_message(message, file)
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        missing = re.match(r"argument (--\w+): expected (one|at least one) argument", message)
-        if missing:
-            raise ConfigError(f"option {missing[1]} needs a value")
-        typo = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
-        if typo:  # (argparse listed the commands, and let the reader find the one meant)
-            raise ConfigError(f"unknown command '{typo[1]}'; {_command_hint(typo[1])}")
-        raise ConfigError(message)
-
-
-# other tools' commands for what a directpo command does (TRL's `trl dpo --config x.yaml`)
-FOREIGN_COMMANDS = {
-    "dpo": "train", "online_dpo": "train", "trl": "train",
-    # TRL's trainer.evaluate() / other CLIs' eval (told only the list of commands): score
-    # reports a model's preference accuracy and margins on pairs, as TRL's eval metrics do
-    "eval": "score", "evaluate": "score",
-    "sample": "generate", "infer": "generate", "inference": "generate",
-}  # fmt: skip
-# what a command meant for another tool's word does, said with it
-FOREIGN_DOES = {
-    "score": "a model's implicit rewards on a file of pairs: preference accuracy and mean "
-    "margin, as TRL's eval rewards/accuracies and rewards/margins",
-    "generate": "samples completions for a file of prompts",
-}
-
-
-def _command_hint(word: str) -> str:
-    """What to write for an unknown command: the command meant (a typo, TRL's ``dpo``), or,
-    for a config file given first (``directpo recipe.yaml``), the train line that reads it."""
-    if word.lower().endswith((".yaml", ".yml")):
-        return f"a config file follows the command: directpo train {word}"
-    meant = FOREIGN_COMMANDS.get(word.lower().replace("-", "_"))
-    if meant in FOREIGN_DOES:
-        return f"did you mean '{meant}'? ({FOREIGN_DOES[meant]})"
-    close = [meant] if meant else difflib.get_close_matches(word.lower(), COMMANDS, n=1)
-    return f"did you mean '{close[0]}'?" if close else f"the commands are {', '.join(COMMANDS)}"
-
-
-def _train(options: DPOConfig) -> int:
-    """0 for a finished run; a run stopped by a signal (its checkpoint saved) exits 128 + the
-    signal, as score, rank and generate do and as the shell reports a killed process: after
-    ``directpo train && directpo score`` or a scheduler's preemption, an unfinished run is not
-    taken for a finished one (every rank under torchrun agreed on the signal, so each exits
-    with the same code)."""
-    from directpo.trainer import train  # heavy imports only when used
-
-    result = train(options)  # (called by the command line: _main set its caller)
-    if result is not None and result.stopped_by is not None:
-        return exit_code_of(result.stopped_by)
-    if result is not None and first_rank():  # (a finished run: said on stderr if need be)
-        KeptLines(print)(
-            next_steps(str(result.output_dir), options.eval_file, options.max_eval_samples)
-        )
-    return 0
-
-
-def _score(options: ScoreOptions) -> None:
-    from directpo.reward_files import score_file
-
-    score_file(options)
-
-
-def _rank(options: RankOptions) -> None:
-    from directpo.reward_files import rank_file
-
-    rank_file(options)
-
-
-def _generate(options: GenerateOptions) -> None:
-    from directpo.generate_files import generate_file
-
-    generate_file(options)
-
-
-def _demo(options: DemoOptions) -> None:
-    from directpo.demo.pipeline import run_demo
-
-    run_demo(options.profile, options.output_dir, options.seed)
-
-
-def _plot(options: PlotOptions) -> None:
-    from directpo.demo.plots import plot_run
-
-    if not options.run_dir:
-        raise ConfigError("plot needs RUN_DIR")
-    print(f"wrote {plot_run(options.run_dir, options.output)}")
-
-
-# train --help's sections: each title and its first option (DPOConfig declares its options
-# section by section); 153 options in one list hid, say, every LoRA option among the rest
-TRAIN_HELP_GROUPS = (
-    ("model", "model_name_or_path"),
-    ("precision and speed", "dtype"),
-    ("adapters (LoRA, QLoRA)", "use_peft"),
-    ("memory and row layout", "logprob_chunk_tokens"),
-    ("distributed (torchrun)", "distributed"),
-    ("reference model", "precompute_ref_log_probs"),
-    ("data", "train_file"),
-    ("online DPO", "online"),
-    ("loss", "loss_type"),
-    ("optimisation", "learning_rate"),
-    ("outputs, logging, evaluation and checkpoints", "output_dir"),
-    ("generation during evaluation (reward and KL)", "eval_generate"),
-)
-
-
-def _trl_names_epilog() -> str:
-    """TRL's other spellings, which train reads too (they are no options of their own)."""
-    renamed = ", ".join(f"{trl} ({ours})" for trl, ours in ALIASES.items())
-    return (
-        f"TRL's names are read too: {renamed}; TRL keys that ask for nothing done differently "
-        "here (push_to_hub: false, dataloader_num_workers, do_eval, ...) are accepted, and any "
-        "other is refused naming what to use instead. OpenRLHF's and torchtune's names are read "
-        "by the same rule (docs/migrating.md)."
-    )
-
-
-@dataclass(frozen=True)
-class Command:
-    options: type
-    run: Callable[[Any], int | None]  # the exit code (None: 0)
-    help: str
-    takes_yaml: bool = False
-    positional: str | None = None  # an option that may also be given as the first argument
-    groups: tuple[tuple[str, str], ...] = ()  # --help's sections: (title, first option)
-    epilog: Callable[[], str] | None = None
-
-
-COMMANDS = {
-    "train": Command(
-        DPOConfig,
-        _train,
-        "train a model with DPO",
-        takes_yaml=True,
-        groups=TRAIN_HELP_GROUPS,
-        epilog=_trl_names_epilog,
-    ),
-    "score": Command(ScoreOptions, _score, "implicit reward of responses or preference pairs"),
-    "rank": Command(RankOptions, _rank, "sort candidate responses by implicit reward"),
-    "generate": Command(GenerateOptions, _generate, "sample completions for prompts"),
-    "demo": Command(DemoOptions, _demo, "the DPO paper's controlled-sentiment experiment"),
-    "plot": Command(PlotOptions, _plot, "draw a run's training curves", positional="run_dir"),
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="directpo",
-        description="Direct Preference Optimization for causal language models.",
-        allow_abbrev=False,
-    )
-    parser.add_argument(  # (it printed the whole help and exited 2)
-        "-V",
-        "--version",
-        nargs=0,
-        action=_Version,
-        default=argparse.SUPPRESS,  # (else every command read an option 'version')
-        help="show the versions and exit",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, command in COMMANDS.items():
-        first = "[CONFIG.yaml] " if command.takes_yaml else ""
-        if command.positional:
-            first = f"{command.positional.upper()} "
-        usage = f"directpo {name} {first}[--option VALUE ...]"
-        sub = commands.add_parser(
-            name,
-            help=command.help,
-            description=command.help + ".",
-            usage=usage,
-            allow_abbrev=False,
-            epilog=command.epilog() if command.epilog else None,
-        )
-        if command.takes_yaml:
-            sub.add_argument(
-                "config",
-                nargs="?",
-                metavar="CONFIG.yaml",
-                help="optional YAML file of options (or --config FILE, TRL's spelling); flags "
-                "override it",
-            )
-        if command.positional:
-            sub.add_argument(
-                "positional",
-                nargs="?",
-                metavar=command.positional.upper(),
-                default=argparse.SUPPRESS,
-                help=f"same as --{command.positional}",
-            )
-        kinds = option_kinds(command.options)
-        starts = dict((first, title) for title, first in command.groups)
-        group: Any = sub
-        for option_name, help_text, default in option_help(command.options):
-            if option_name in starts:
-                group = sub.add_argument_group(starts[option_name])
-            shown = as_written(default)  # (null, true: as the YAML file and flags write them)
-            bare: dict[str, Any] = {}
-            if kinds[option_name] == BOOLEAN:
-                bare = {"nargs": "?", "const": "true"}
-            elif kinds[option_name] in (LIST, PATHS):
-                bare = {"nargs": "+"}
-            group.add_argument(
-                f"--{option_name}",
-                default=argparse.SUPPRESS,
-                metavar="VALUE",
-                help=f"{help_text} (default: {shown})".replace("%", "%%"),
-                **bare,  # TRL's style: a bare --bf16 means true
-            )
-    return parser
-
-
-class _Version(argparse.Action):
-    """argparse's own version action wraps the line at the terminal's width."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        if first_rank():  # (under torchrun each rank printed it)
-            print(version_line())
-        parser.exit()
-
-
-def version_line() -> str:
-    """directpo's version, and those of the libraries a bug report needs (read from the
-    installed packages' metadata: nothing is imported, so it answers at once)."""
-    from importlib import metadata
-
-    from directpo import __version__
-
-    versions = []
-    for package in ("torch", "transformers", "peft", "trl"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions.append(f"{package} {metadata.version(package)}")
-    python = ".".join(map(str, sys.version_info[:3]))
-    return f"directpo {__version__} ({', '.join(versions)}, Python {python})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -365,8 +105,8 @@ def _run_command(typed: list[str]) -> int:
     the other commands' flags by argparse."""
     parser = build_parser()  # (inside: a Ctrl-C while it is built is said in one line)
     ended = end_of_options(typed, _command_kinds(typed))
-    argv = _spelt_as_flags(underscored(attach_negative_values(ended)))
-    if dashes := typographic_dashes(argv, _every_option_name()):
+    argv = spelt_as_flags(underscored(attach_negative_values(ended)))
+    if dashes := typographic_dashes(argv, every_option_name()):
         raise ConfigError(dashes)
     if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:
         help_asked = any(token in ("-h", "--help") for token in argv[1:])
@@ -374,7 +114,7 @@ def _run_command(typed: list[str]) -> int:
             return _run_with_yaml(COMMANDS[argv[0]], argv, typed)
     if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_FLAGS:
         # (directpo --verison printed the whole help; --beta 0.2 read 0.2 as the command)
-        raise ConfigError(_unknown_top_level(argv[0], argv[1:]))
+        raise ConfigError(unknown_top_level(argv[0], argv[1:]))
     args, unknown = parser.parse_known_args(launcher_rank_dropped(argv))
     if args.command is None:
         parser.print_help()
@@ -500,60 +240,6 @@ def _say_error(err: DirectpoError, typed: Sequence[str] = ()) -> None:
         print(f"directpo: error: rank {err.rank}: {text}", file=sys.stderr, flush=True)
     elif first_rank():
         print(f"directpo: error: {text}", file=sys.stderr, flush=True)
-
-
-TOP_LEVEL_FLAGS = ("--help", "--version", "-h", "-V")
-
-
-def _every_option_name() -> set[str]:
-    """The options of every command, and the other tools' names train reads."""
-    names = {name for c in COMMANDS.values() for name, _, _ in option_help(c.options)}
-    return names | set(ALIASES) | set(RENAMED) | {"config", "help", "version"}
-
-
-def _spelt_as_flags(argv: list[str]) -> list[str]:
-    """``directpo help [COMMAND]``, ``directpo --help COMMAND`` and ``directpo version`` (git's,
-    pip's and cargo's words) as the flags they stand for: each was 'unknown command' (the
-    second printed the commands' list)."""
-    named = len(argv) > 1 and argv[1] in COMMANDS
-    if argv in (["version"], ["help", "version"]):  # (the second was 'unknown command')
-        return ["--version"]
-    if argv == ["help", "help"]:  # (was 'unknown command 'help'', help being one)
-        return ["--help"]
-    if argv[:1] == ["help"] or (argv[:1] in (["-h"], ["--help"]) and named):
-        return [*argv[1:2], "--help"]  # (directpo --help train: git's order, the top's help)
-    return argv
-
-
-def _unknown_top_level(token: str, rest: Sequence[str] = ()) -> str:
-    """A flag before any command: the bare command's flags are -h and -V. An option of a
-    command is said after the command the line names (``directpo --max_new_tokens 8 generate``
-    was told ``directpo train --max_new_tokens``), spelt as that command spells it (``--bta``
-    was moved after the command as it was, to be refused there on the next run)."""
-    name = token.split("=", 1)[0]
-    command = next((word for word in rest if word in COMMANDS), None)
-    named = command or "train"
-    option = name.lstrip("-")
-    options = [n for n, _, _ in option_help(COMMANDS[named].options)]
-    options += ["config"] if COMMANDS[named].takes_yaml else []  # (told --dataset_config)
-    # (a command's option or its other spelling first: --lr was 'did you mean --help?')
-    spelt = option in options or option.lower() in SPELLINGS or elsewhere(option, options)
-    close = [] if spelt else difflib.get_close_matches(name, TOP_LEVEL_FLAGS, n=1)
-    close = close or (["-V"] if name == "-v" else [])  # (one letter matches nothing close)
-    if close:
-        return f"unknown option '{name}'; did you mean '{close[0]}'?"
-    meant = option if option in options else meant_option(option, options)
-    written = f"--{meant}" if meant else name
-    after = f"; options follow a command: directpo {named} {written} ..."
-    if not command:
-        after += f" ({', '.join(COMMANDS)})"
-    if meant and meant != option:
-        after += f" ({named} has no {name}: did you mean '--{meant}'?)"
-    elif not meant and (begun := abbreviated(option, options)):  # (--per_device, --max)
-        after += f" ({named} has no {name}: {begun})"
-    elif not meant and (other := elsewhere(option, options)):  # (rank --top_k: generate's,
-        after = other.replace("this command", named)  # not to be written after rank)
-    return f"unknown option '{name}'{after}"
 
 
 if __name__ == "__main__":
