@@ -1181,3 +1181,52 @@ def test_a_refused_number_is_said_as_the_caller_wrote_it(tmp_path, key, written,
         with pytest.raises(ConfigError) as refused:
             load_config(path, flags)
         assert f"{key} must be {must} (got {written})" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "flags", "said"),
+    [
+        ("rpo_alpha: -1\n", {"rpo_alpha": "-1"}, "rpo_alpha must be >= 0 (the weight of the sft "
+                                                 "loss it adds) (got -1)"),
+        ("loss_type: simpo\ncpo_alpha: -0.5\n", {"loss_type": "simpo", "cpo_alpha": "-0.5"},
+         "cpo_alpha must be >= 0 (the weight of the sft loss it adds) (got -0.5)"),
+        ("loss_weights: [-1]\n", {"loss_weights": "-1"}, "loss_weights must be >= 0 and not "
+                                                         "all 0 (got {})"),
+        ("loss_type: [sigmoid, sft]\nloss_weights: [1, -1]\n",
+         {"loss_type": "sigmoid,sft", "loss_weights": "1,-1"},
+         "loss_weights must be >= 0 and not all 0 (got {})"),
+        ("rpo_alpha: 0.5\nloss_weights: [-2]\n", {"rpo_alpha": "0.5", "loss_weights": "-2"},
+         "loss_weights must be >= 0 and not all 0 (got {})"),
+    ],
+)  # fmt: skip
+def test_a_refused_weight_is_said_by_the_option_and_numbers_the_caller_wrote(
+    tmp_path, recipe, flags, said
+) -> None:
+    """--rpo_alpha -1 (TRL's option, folded into loss_type [..., sft] and loss_weights [...,
+    alpha]) was told 'loss_weights must be >= 0 and not all 0 (got [1.0, -1.0])': an option
+    the user never set, numbers never written; --loss_weights -1 '(got [-1.0])'. Each is
+    said by the option given, as the recipe, the flag or the keyword wrote it."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe)
+    weights = yaml.safe_load(recipe).get("loss_weights")
+    for source, given, shown in (
+        (str(path), {}, f"[{', '.join(map(str, weights or []))}]"),
+        (None, flags, flags.get("loss_weights")),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            load_config(source, given)
+        assert said.format(shown) in str(refused.value), str(refused.value)
+    keywords = yaml.safe_load(recipe)
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", train_file="t.jsonl", **keywords)
+    assert said.format(weights) in str(refused.value), str(refused.value)
+
+
+def test_a_numpy_number_refused_is_said_as_the_number() -> None:
+    """A sweep's ``train(beta=np.float64(-1))`` (np.linspace's values) was told 'beta must be
+    > 0 (got np.float64(-1.0))', numpy's repr; it is the number now, as a float's."""
+    import numpy as np
+
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", train_file="t.jsonl", beta=np.float64(-1))
+    assert "beta must be > 0 (got -1.0)" in str(refused.value), str(refused.value)

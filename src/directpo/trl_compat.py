@@ -187,11 +187,17 @@ def _nll_weight(config: Any) -> None:
         alpha = getattr(config, name)
         if alpha is None:
             continue
+        if alpha < 0:  # (folded first, --rpo_alpha -1 was told 'loss_weights must be >= 0 and
+            # not all 0 (got [1.0, -1.0])': an option the user never set, numbers never typed)
+            config._require(False, name, ">= 0 (the weight of the sft loss it adds)")
+            continue
         if "sft" in config.loss_type:
             config._refuse(name, f"{name} adds the sft loss, which loss_type already has")
             continue
+        weights = config.loss_weights or [1.0] * len(config.loss_type)
+        if any(weight < 0 for weight in weights):  # refused as written (folded: [-2.0, 0.5])
+            continue
         if alpha:  # cpo_alpha: 0 is SimPO alone
-            weights = config.loss_weights or [1.0] * len(config.loss_type)
             config.loss_type = [*config.loss_type, "sft"]
             config.loss_weights = [*weights, alpha]
         setattr(config, name, None)  # now part of loss_type / loss_weights
