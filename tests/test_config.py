@@ -875,7 +875,7 @@ def test_a_seed_numpy_cannot_take_is_refused() -> None:
     for seed in (-1, 2**32):
         with pytest.raises(ConfigError) as refused:
             DPOConfig(seed=seed, data_seed=-1)
-        assert str(refused.value) == f"seed must be null or in [0, 2**32) (got {seed})"
+        assert str(refused.value) == f"seed must be None or in [0, 2**32) (got {seed})"
     assert DPOConfig(seed=2**32 - 1, data_seed=-1).seed == 2**32 - 1
 
 
@@ -1230,3 +1230,20 @@ def test_a_numpy_number_refused_is_said_as_the_number() -> None:
     with pytest.raises(ConfigError) as refused:
         DPOConfig(model_name_or_path="m", train_file="t.jsonl", beta=np.float64(-1))
     assert "beta must be > 0 (got -1.0)" in str(refused.value), str(refused.value)
+
+
+def test_an_unset_limit_is_named_as_the_caller_writes_it(tmp_path) -> None:
+    """max_length: 0 is refused as 'must be null or >= 2', YAML's word (a flag takes it too:
+    --max_length null); DPOConfig(max_length=0) was told the same, a word Python does not
+    write: it reads None now, as GenerateOptions(min_p=2) does."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_length: 0\n")
+    for path, flags in ((str(recipe), {}), (None, {"max_length": "0"})):
+        with pytest.raises(ConfigError, match=r"max_length must be null or >= 2 \(got 0\)"):
+            load_config(path, flags)
+    with pytest.raises(ConfigError, match=r"max_length must be None or >= 2 \(got 0\)"):
+        DPOConfig(max_length=0)
+    from directpo.command_options import GenerateOptions
+
+    with pytest.raises(ConfigError, match=r"min_p must be None or in \[0, 1\] \(got 2\)"):
+        GenerateOptions(model_name_or_path="m", input="i.jsonl", output="o.jsonl", min_p=2)
