@@ -1197,6 +1197,10 @@ def test_a_refused_number_is_said_as_the_caller_wrote_it(tmp_path, key, written,
          "loss_weights must be >= 0 and not all 0 (got {})"),
         ("rpo_alpha: 0.5\nloss_weights: [-2]\n", {"rpo_alpha": "0.5", "loss_weights": "-2"},
          "loss_weights must be >= 0 and not all 0 (got {})"),
+        ("rpo_alpha: 0.5\nloss_weights: [1, 2]\n", {"rpo_alpha": "0.5", "loss_weights": "1,2"},
+         "loss_weights must be one weight per loss_type (1) (got {})"),
+        ("rpo_alpha: 0.5\nloss_type: sigmod\n", {"rpo_alpha": "0.5", "loss_type": "sigmod"},
+         "; did you mean sigmoid?"),
     ],
 )  # fmt: skip
 def test_a_refused_weight_is_said_by_the_option_and_numbers_the_caller_wrote(
