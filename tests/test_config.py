@@ -1247,6 +1247,13 @@ def test_an_unset_limit_is_named_as_the_caller_writes_it(tmp_path) -> None:
             load_config(path, flags)
     with pytest.raises(ConfigError, match=r"max_length must be None or >= 2 \(got 0\)"):
         DPOConfig(max_length=0)
+    from directpo import train
+
+    with pytest.raises(ConfigError, match=r"max_length must be null or >= 2 \(got 0\)"):
+        train(str(recipe))  # (the recipe's key, in its words, under a Python call)
+    recipe.write_text("beta: 0.2\n")
+    with pytest.raises(ConfigError, match=r"max_length must be None or >= 2 \(got 0\)"):
+        train(str(recipe), max_length=0)  # (a keyword beside a recipe: Python's word)
     from directpo.command_options import GenerateOptions
 
     with pytest.raises(ConfigError, match=r"min_p must be None or in \[0, 1\] \(got 2\)"):

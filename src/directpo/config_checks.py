@@ -21,6 +21,7 @@ from directpo.callers import (
     spell_option,
     spell_pair,
     spell_setting,
+    spell_unset,
     spell_value,
 )
 from directpo.config import (
@@ -123,14 +124,14 @@ def _check_strategies(config: DPOConfig) -> None:
     """The evaluation and saving strategies and what they switch off, and the run's guards
     (non-finite steps, seed, cache emptying)."""
     require, one_of = config._require, config._one_of
-    none = spell_value(None)  # (the caller's word: "null" was said to DPOConfig(seed=-1) too)
     one_of("eval_strategy", EVAL_STRATEGIES)
     one_of("save_strategy", SAVE_STRATEGIES)
     require(config.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
     # numpy's legacy seeding (transformers' set_seed) takes [0, 2**32): a traceback otherwise
-    require(config.seed is None or 0 <= config.seed < 2**32, "seed", f"{none} or in [0, 2**32)")
-    steps = config.torch_empty_cache_steps
-    require(steps is None or steps >= 1, "torch_empty_cache_steps", f"{none} or >= 1")
+    seeds = f"{spell_unset('seed')} or in [0, 2**32)"  # (None to a keyword, YAML's null)
+    require(config.seed is None or 0 <= config.seed < 2**32, "seed", seeds)
+    steps, unset = config.torch_empty_cache_steps, spell_unset("torch_empty_cache_steps")
+    require(steps is None or steps >= 1, "torch_empty_cache_steps", f"{unset} or >= 1")
     require(
         config.eval_delay >= 0, "eval_delay", ">= 0 (steps, or epochs with eval_strategy epoch)"
     )
@@ -196,8 +197,8 @@ def _check_steps(config: DPOConfig) -> None:
 
 def _check_lengths(config: DPOConfig) -> None:
     """The token lengths: a prompt below max_length, so that completions keep a token."""
-    require, none = config._require, spell_value(None)  # (None to a Python caller)
-    require(config.max_length is None or config.max_length >= 2, "max_length", f"{none} or >= 2")
+    require, unset = config._require, spell_unset("max_length")
+    require(config.max_length is None or config.max_length >= 2, "max_length", f"{unset} or >= 2")
     if config.max_prompt_length is not None:
         limit = config.max_length if config._valid("max_length") else None  # None: no limit
         below = "" if limit is None else f" and < max_length ({limit})"
@@ -207,7 +208,11 @@ def _check_lengths(config: DPOConfig) -> None:
             f">= 1{below}, so completions keep a token",
         )
     completion = config.max_completion_length
-    require(completion is None or completion >= 1, "max_completion_length", f"{none} or >= 1")
+    require(
+        completion is None or completion >= 1,
+        "max_completion_length",
+        f"{spell_unset('max_completion_length')} or >= 1",
+    )
 
 
 def _check_data_and_outputs(config: DPOConfig) -> None:
@@ -459,7 +464,7 @@ def _check_reference(config: DPOConfig) -> None:
         config._require(
             isinstance(size, int) and size >= 1,
             "precompute_ref_batch_size",
-            f"{spell_value(None)} or >= 1",
+            f"{spell_unset('precompute_ref_batch_size')} or >= 1",
         )
     check_reference_sync(config)
 
