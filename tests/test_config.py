@@ -875,7 +875,7 @@ def test_a_seed_numpy_cannot_take_is_refused() -> None:
     for seed in (-1, 2**32):
         with pytest.raises(ConfigError) as refused:
             DPOConfig(seed=seed, data_seed=-1)
-        assert str(refused.value) == f"seed must be null or in [0, 2**32) (got {seed})"
+        assert str(refused.value) == f"seed must be None or in [0, 2**32) (got {seed})"
     assert DPOConfig(seed=2**32 - 1, data_seed=-1).seed == 2**32 - 1
 
 
@@ -1181,3 +1181,80 @@ def test_a_refused_number_is_said_as_the_caller_wrote_it(tmp_path, key, written,
         with pytest.raises(ConfigError) as refused:
             load_config(path, flags)
         assert f"{key} must be {must} (got {written})" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "flags", "said"),
+    [
+        ("rpo_alpha: -1\n", {"rpo_alpha": "-1"}, "rpo_alpha must be >= 0 (the weight of the sft "
+                                                 "loss it adds) (got -1)"),
+        ("loss_type: simpo\ncpo_alpha: -0.5\n", {"loss_type": "simpo", "cpo_alpha": "-0.5"},
+         "cpo_alpha must be >= 0 (the weight of the sft loss it adds) (got -0.5)"),
+        ("loss_weights: [-1]\n", {"loss_weights": "-1"}, "loss_weights must be >= 0 and not "
+                                                         "all 0 (got {})"),
+        ("loss_type: [sigmoid, sft]\nloss_weights: [1, -1]\n",
+         {"loss_type": "sigmoid,sft", "loss_weights": "1,-1"},
+         "loss_weights must be >= 0 and not all 0 (got {})"),
+        ("rpo_alpha: 0.5\nloss_weights: [-2]\n", {"rpo_alpha": "0.5", "loss_weights": "-2"},
+         "loss_weights must be >= 0 and not all 0 (got {})"),
+        ("rpo_alpha: 0.5\nloss_weights: [1, 2]\n", {"rpo_alpha": "0.5", "loss_weights": "1,2"},
+         "loss_weights must be one weight per loss_type (1) (got {})"),
+        ("rpo_alpha: 0.5\nloss_type: sigmod\n", {"rpo_alpha": "0.5", "loss_type": "sigmod"},
+         "; did you mean sigmoid?"),
+    ],
+)  # fmt: skip
+def test_a_refused_weight_is_said_by_the_option_and_numbers_the_caller_wrote(
+    tmp_path, recipe, flags, said
+) -> None:
+    """--rpo_alpha -1 (TRL's option, folded into loss_type [..., sft] and loss_weights [...,
+    alpha]) was told 'loss_weights must be >= 0 and not all 0 (got [1.0, -1.0])': an option
+    the user never set, numbers never written; --loss_weights -1 '(got [-1.0])'. Each is
+    said by the option given, as the recipe, the flag or the keyword wrote it."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe)
+    weights = yaml.safe_load(recipe).get("loss_weights")
+    for source, given, shown in (
+        (str(path), {}, f"[{', '.join(map(str, weights or []))}]"),
+        (None, flags, flags.get("loss_weights")),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            load_config(source, given)
+        assert said.format(shown) in str(refused.value), str(refused.value)
+    keywords = yaml.safe_load(recipe)
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", train_file="t.jsonl", **keywords)
+    assert said.format(weights) in str(refused.value), str(refused.value)
+
+
+def test_a_numpy_number_refused_is_said_as_the_number() -> None:
+    """A sweep's ``train(beta=np.float64(-1))`` (np.linspace's values) was told 'beta must be
+    > 0 (got np.float64(-1.0))', numpy's repr; it is the number now, as a float's."""
+    import numpy as np
+
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", train_file="t.jsonl", beta=np.float64(-1))
+    assert "beta must be > 0 (got -1.0)" in str(refused.value), str(refused.value)
+
+
+def test_an_unset_limit_is_named_as_the_caller_writes_it(tmp_path) -> None:
+    """max_length: 0 is refused as 'must be null or >= 2', YAML's word (a flag takes it too:
+    --max_length null); DPOConfig(max_length=0) was told the same, a word Python does not
+    write: it reads None now, as GenerateOptions(min_p=2) does."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_length: 0\n")
+    for path, flags in ((str(recipe), {}), (None, {"max_length": "0"})):
+        with pytest.raises(ConfigError, match=r"max_length must be null or >= 2 \(got 0\)"):
+            load_config(path, flags)
+    with pytest.raises(ConfigError, match=r"max_length must be None or >= 2 \(got 0\)"):
+        DPOConfig(max_length=0)
+    from directpo import train
+
+    with pytest.raises(ConfigError, match=r"max_length must be null or >= 2 \(got 0\)"):
+        train(str(recipe))  # (the recipe's key, in its words, under a Python call)
+    recipe.write_text("beta: 0.2\n")
+    with pytest.raises(ConfigError, match=r"max_length must be None or >= 2 \(got 0\)"):
+        train(str(recipe), max_length=0)  # (a keyword beside a recipe: Python's word)
+    from directpo.command_options import GenerateOptions
+
+    with pytest.raises(ConfigError, match=r"min_p must be None or in \[0, 1\] \(got 2\)"):
+        GenerateOptions(model_name_or_path="m", input="i.jsonl", output="o.jsonl", min_p=2)

@@ -301,7 +301,7 @@ def test_precompute_ref_batch_size_sets_the_pass_batches(
         assert sizes == expected, name
     with pytest.raises(ConfigError, match="precompute_ref_batch_size is set but precompute_ref"):
         config_for(model, pairs_file, tmp_path / "c", precompute_ref_batch_size=4)
-    with pytest.raises(ConfigError, match="precompute_ref_batch_size must be null or >= 1"):
+    with pytest.raises(ConfigError, match="precompute_ref_batch_size must be None or >= 1"):
         config_for(
             model, pairs_file, tmp_path / "c", precompute_ref_log_probs=True,
             precompute_ref_batch_size=0,

@@ -380,3 +380,31 @@ def test_a_quoted_home_in_directpo_cache_is_the_home_folder(tmp_path, monkeypatc
     )
     monkeypatch.delenv("DIRECTPO_CACHE")
     assert cache_dir() == tmp_path / "home" / ".cache" / "directpo"
+
+
+# the modules the tokenizing modules import that decide no ids: what reading made of a row is
+# hashed as the pairs themselves (preference_pairs, readers), the ids are held (pair_store,
+# tokenized_data), the rest words or passes errors (callers, errors, refusals) or unwraps a
+# model (logprobs.unwrap_peft, for vision's processor checks)
+NOT_DECIDING_IDS = {
+    "callers", "errors", "logprobs", "pair_store", "preference_pairs", "readers", "refusals",
+    "tokenized_data",
+}  # fmt: skip
+
+
+def test_the_cache_key_reads_every_module_the_tokenizing_modules_import() -> None:
+    """The key hashes RULES' source: a tokenizing function moved into a new module (a split by
+    concern) would leave the key as it was while its code changes the ids, and a cache written
+    before would be read as this code's ids. Each module a RULES module imports is in RULES or
+    named here as deciding no ids, so that such a move is decided, not missed."""
+    import ast
+
+    folder = Path(token_cache.__file__).parent
+    ruled = {name.removesuffix(".py") for name in token_cache.RULES}
+    imported = set()
+    for module in ruled:
+        for node in ast.walk(ast.parse((folder / f"{module}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("directpo."):
+                imported.add(node.module.split(".")[1])
+    assert imported - ruled - NOT_DECIDING_IDS == set()
+    assert imported >= NOT_DECIDING_IDS  # (a module no longer imported leaves the list)

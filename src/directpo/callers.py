@@ -245,6 +245,16 @@ def said(name: str, value: Any = True) -> str:
     return spell_option(name, value, in_recipe=False)
 
 
+def spell_unset(name: str) -> str:
+    """An unset value as the source that wrote option ``name`` writes it: YAML's (and a flag's)
+    null, Python's None (``DPOConfig(seed=-1)`` and ``train("r.yaml", max_length=0)``'s
+    keyword were told 'must be null or ...'; the recipe's own key still is)."""
+    if (own := _own_spelling(name)) is not None:
+        with written_as(own):
+            return spell_value(None)
+    return spell_value(None)
+
+
 def spell_setting(*settings: tuple[str, Any] | str, last: str = ", ") -> str:
     """What to write to set ``settings`` (an option's name alone, or (name, value) pairs; a
     value of ``...`` or a ``Blank`` to fill in), as the caller writes options: ``set lora_r:

@@ -15,7 +15,7 @@ options', ``data_checks``'; tracking's, ``tracking_checks``'; the generation opt
 from __future__ import annotations
 
 from directpo.best import default_metric_unlogged
-from directpo.callers import spell_pair, spell_setting
+from directpo.callers import spell_pair, spell_setting, spell_unset
 from directpo.config import EVAL_STRATEGIES, SAVE_STRATEGIES, DPOConfig
 from directpo.data_checks import check_columns, check_splits_of_files, check_streaming
 from directpo.errors import ConfigError
@@ -73,9 +73,10 @@ def _check_strategies(config: DPOConfig) -> None:
     one_of("save_strategy", SAVE_STRATEGIES)
     require(config.max_nonfinite_steps >= 0, "max_nonfinite_steps", ">= 0")
     # numpy's legacy seeding (transformers' set_seed) takes [0, 2**32): a traceback otherwise
-    require(config.seed is None or 0 <= config.seed < 2**32, "seed", "null or in [0, 2**32)")
-    steps = config.torch_empty_cache_steps
-    require(steps is None or steps >= 1, "torch_empty_cache_steps", "null or >= 1")
+    seeds = f"{spell_unset('seed')} or in [0, 2**32)"  # (None to a keyword, YAML's null)
+    require(config.seed is None or 0 <= config.seed < 2**32, "seed", seeds)
+    steps, unset = config.torch_empty_cache_steps, spell_unset("torch_empty_cache_steps")
+    require(steps is None or steps >= 1, "torch_empty_cache_steps", f"{unset} or >= 1")
     require(
         config.eval_delay >= 0, "eval_delay", ">= 0 (steps, or epochs with eval_strategy epoch)"
     )
@@ -141,8 +142,8 @@ def _check_steps(config: DPOConfig) -> None:
 
 def _check_lengths(config: DPOConfig) -> None:
     """The token lengths: a prompt below max_length, so that completions keep a token."""
-    require = config._require
-    require(config.max_length is None or config.max_length >= 2, "max_length", "null or >= 2")
+    require, unset = config._require, spell_unset("max_length")
+    require(config.max_length is None or config.max_length >= 2, "max_length", f"{unset} or >= 2")
     if config.max_prompt_length is not None:
         limit = config.max_length if config._valid("max_length") else None  # None: no limit
         below = "" if limit is None else f" and < max_length ({limit})"
@@ -152,7 +153,11 @@ def _check_lengths(config: DPOConfig) -> None:
             f">= 1{below}, so completions keep a token",
         )
     completion = config.max_completion_length
-    require(completion is None or completion >= 1, "max_completion_length", "null or >= 1")
+    require(
+        completion is None or completion >= 1,
+        "max_completion_length",
+        f"{spell_unset('max_completion_length')} or >= 1",
+    )
 
 
 def _check_data_and_outputs(config: DPOConfig) -> None:

@@ -5,7 +5,7 @@ values; 4-bit / 8-bit loading; the reference model's options. Run by
 
 from __future__ import annotations
 
-from directpo.callers import spell_entry, spell_value
+from directpo.callers import spell_entry, spell_unset, spell_value
 from directpo.config import (
     ATTN_IMPLEMENTATIONS,
     DISTRIBUTED_MODES,
@@ -154,6 +154,8 @@ def check_reference(config: DPOConfig) -> None:
     elif config.precompute_ref_batch_size is not None:
         size = config.precompute_ref_batch_size
         config._require(
-            isinstance(size, int) and size >= 1, "precompute_ref_batch_size", "null or >= 1"
+            isinstance(size, int) and size >= 1,
+            "precompute_ref_batch_size",
+            f"{spell_unset('precompute_ref_batch_size')} or >= 1",
         )
     check_reference_sync(config)

@@ -185,7 +185,7 @@ def value_shown(value: Any) -> str:
     recipe's or flag's dtype: [bfloat16] was "got ['bfloat16']", loss_weights: true "got
     True"), an object by its class (a model's repr runs to hundreds of lines)."""
     if isinstance(value, float):  # -1e-05 as written: YAML 1.1's dump adds a .0 (-1.0e-05)
-        return repr(value)
+        return repr(float(value))  # (numpy's float64 is a float: 'np.float64(-1.0)' was said)
     if isinstance(value, bool | None) and _from_python():  # (DPOConfig(x=True): not 'true')
         return repr(value)
     if isinstance(value, str | int | float | bool | list | tuple | dict | type(None)):

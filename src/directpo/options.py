@@ -246,6 +246,8 @@ class Options:
         (while constructed), ``--beta -1``'s text or a recipe's ``beta: -1``, which were said
         as the float read from them ('got -1.0', a value nobody wrote); else as read."""
         read, given = getattr(self, key), self._given_value(key)
+        if _numbers(read):  # (loss_weights: --loss_weights -1 was 'got [-1.0]')
+            return _numbers_shown(given, read)
         if isinstance(read, bool) or not isinstance(read, int | float):
             return value_shown(read)
         if isinstance(given, str):  # a flag's text (or YAML 1.1's 1e-5, read as a string)
@@ -404,3 +406,25 @@ def _above_zero(temperature_key: str) -> str:
     ``give --temperature above 0``, ``pass temperature=... above 0`` (a recipe's 'set
     temperature > 0' was said to every caller)."""
     return f"{setting_verb()} {spell_name(temperature_key)} above 0"
+
+
+def _numbers(value: Any) -> bool:
+    """``value`` is a non-empty list of numbers (loss_weights read)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _numbers_shown(given: Any, read: list[float]) -> str:
+    """A list of numbers as the caller wrote it where it is what was read: a flag's text
+    (``-1``, ``1,-1``), a recipe's ``[1, -1]``; else the list read."""
+    if isinstance(given, str):
+        with contextlib.suppress(ValueError):
+            words = given.strip().strip("[]").split(",")
+            if [float(word) for word in words] == read:
+                return given.strip()
+    elif isinstance(given, list | tuple) and list(given) == read:
+        return value_shown(list(given))
+    return value_shown(read)

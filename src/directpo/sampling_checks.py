@@ -9,7 +9,15 @@ import math
 import re
 from collections.abc import Callable
 
-from directpo.callers import Blank, said, spell_entry, spell_given, spell_name, spell_setting
+from directpo.callers import (
+    Blank,
+    said,
+    spell_entry,
+    spell_given,
+    spell_name,
+    spell_setting,
+    spell_unset,
+)
 from directpo.config import DPOConfig
 from directpo.options import reject_if_set
 from directpo.preference_pairs import counted
@@ -23,7 +31,8 @@ def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None
     require(0 < config.generate_top_p <= 1, "generate_top_p", "in (0, 1]")
     require(config.generate_top_k >= 0, "generate_top_k", ">= 0")
     min_p = config.generate_min_p
-    require(min_p is None or 0 <= min_p <= 1, "generate_min_p", "null or in [0, 1]")
+    none = spell_unset("generate_min_p")  # (None to a Python keyword)
+    require(min_p is None or 0 <= min_p <= 1, "generate_min_p", f"{none} or in [0, 1]")
     require(config.generate_repetition_penalty > 0, "generate_repetition_penalty", "> 0")
     check_generation_kwargs(config)
     config._require_sampling("eval_generate_samples", "generate_temperature")

@@ -38,6 +38,7 @@ from directpo.callers import (
 )
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import AS_WRITTEN, REFUSED, RENAMED, component_hint, is_component
+from directpo.loss_names import LOSS_INFO
 from directpo.model_locations import is_adapter_folder
 from directpo.option_hints import setting_meant, unknown_hint
 from directpo.option_values import as_yaml, value_shown
@@ -187,11 +188,22 @@ def _nll_weight(config: Any) -> None:
         alpha = getattr(config, name)
         if alpha is None:
             continue
+        if alpha < 0:  # (folded first, --rpo_alpha -1 was told 'loss_weights must be >= 0 and
+            # not all 0 (got [1.0, -1.0])': an option the user never set, numbers never typed)
+            config._require(False, name, ">= 0 (the weight of the sft loss it adds)")
+            continue
         if "sft" in config.loss_type:
             config._refuse(name, f"{name} adds the sft loss, which loss_type already has")
             continue
+        weights = config.loss_weights or [1.0] * len(config.loss_type)
+        refused = any(loss not in LOSS_INFO for loss in config.loss_type) or (
+            len(weights) != len(config.loss_type) or any(weight < 0 for weight in weights)
+        )
+        if refused:  # loss_type / loss_weights refused as written: folded, [1, 2] for one loss
+            # was 'one weight per loss_type (2) (got [1.0, 2.0, 0.5])', [-2] '[-2.0, 0.5]', and
+            # loss_type: sigmod 'did you mean [sigmoid, sft]?', which rpo_alpha then refuses
+            continue
         if alpha:  # cpo_alpha: 0 is SimPO alone
-            weights = config.loss_weights or [1.0] * len(config.loss_type)
             config.loss_type = [*config.loss_type, "sft"]
             config.loss_weights = [*weights, alpha]
         setattr(config, name, None)  # now part of loss_type / loss_weights
