@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from tiny import (
+    NO_SYSTEM_TURN_FOLDER,
+    NO_SYSTEM_TURN_TRAIN,
     SENTIMENT_PAIRS,
     count_ids_many,
     kept_when_interrupted,
@@ -534,8 +536,8 @@ def test_the_check_before_loading_encodes_a_batch_of_prompts_in_one_call(
     args = ["generate", "--model_name_or_path", str(strict), "--input", str(data)]
     assert main([*args, "--output", str(tmp_path / "samples.jsonl")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"directpo: error: {data}: line 2: the chat template refused the row (no system); "
-        "line 3: field 'prompt' must be a string, got a number"
+        f"directpo: error: {data}: line 2: the chat template refused the row (no system)"
+        f"{NO_SYSTEM_TURN_FOLDER}; line 3: field 'prompt' must be a string, got a number"
     )
     # the 8 rows that parse, 4 at a time (lines 1, 2, 4, 5: line 2 refused when rendered), one
     # call a row before
@@ -564,7 +566,8 @@ def test_a_prompt_files_check_before_training_encodes_a_batch_in_one_call(monkey
     said = str(info.value)
     assert said.startswith('prompts.jsonl: prompt 4 ([{"role": "system", "content": "Be"}')
     assert said.endswith(
-        f"...): the chat template refused the row (no system) (1 more row like it: prompt "
+        f"...): the chat template refused the row (no system){NO_SYSTEM_TURN_TRAIN} (1 more "
+        "row like it: prompt "
         f"{TOKENIZE_BATCH + 2})"
     )
     assert calls == [TOKENIZE_BATCH - 1, 4]  # (the refused ones are not tokenized)

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
+from tiny import (
+    NO_SYSTEM_TURN_TRAIN,
+    SENTIMENT_PAIRS,
+    save_tiny_model,
+    tiny_config,
+    write_jsonl,
+)
 
 from directpo import run_data
 from directpo.data import PreferenceExample
@@ -265,7 +271,7 @@ def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
                          eval_file={"chat": str(chat), "code": str(code)})  # fmt: skip
     with pytest.raises(DataError) as err:
         load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
-    refused = "the chat template refused the row (no system)"
+    refused = f"the chat template refused the row (no system){NO_SYSTEM_TURN_TRAIN}"
     assert str(err.value) == f"{train}: line 2: {refused}; {chat}: line 1: {refused}"
 
 
