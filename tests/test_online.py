@@ -1076,3 +1076,41 @@ def test_eval_generate_is_rewarded_by_the_reward_model_without_a_reward_fn(
     assert len(samples) == 2 and all(math.isfinite(s["reward"]) for s in samples)
     mean = sum(s["reward"] for s in samples) / len(samples)
     assert evaluations[0]["eval/reward"] == pytest.approx(mean, rel=1e-6)
+
+
+def test_a_prompt_the_reward_models_template_refuses_is_said_before_its_weights_load(
+    tiny_model_dirs, tmp_path, online_files, capsys, monkeypatch
+) -> None:
+    """A reward model whose chat template has no system turn (Skywork-Reward-Gemma-2's, Gemma
+    2's: 'System role not supported') stopped the run at the first prompt holding a system
+    message, after the rounds before it were sampled, as 'reward_model_name_or_path ...:
+    scoring failed (TemplateError: System role not supported)', naming no row. Each prompt is
+    now rendered with the reward model's template before its weights load, a refused one said
+    in one line naming its row (what to do where the template has no system turn)."""
+    from test_tokenization import GEMMA2_TEMPLATE
+
+    import directpo.labellers
+
+    rewards, _ = online_files
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    (judge / "chat_template.jinja").write_text(GEMMA2_TEMPLATE)
+    user = {"role": "user", "content": "Tell me about the movie."}
+    system = {"role": "system", "content": "Be brief."}
+    rows = [{"prompt": [user]}, {"prompt": [system, user]}, {"prompt": [system, user, user]}]
+    prompts = write_jsonl(tmp_path / "chats.jsonl", rows * 2)
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["llama"], None, out, rewards, reward_fn=None,
+                           prompt_file=str(prompts),
+                           reward_model_name_or_path=str(judge))  # fmt: skip
+    config.save_yaml(tmp_path / "c.yaml")
+    monkeypatch.setattr(directpo.labellers, "_openrlhf_head", None)  # never reached
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    refused = f"the chat template of reward_model_name_or_path '{judge}' refused the prompt"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"directpo: error: prompt_file {prompts}: line 2: {refused} (System role not supported)"
+        "; that template has no system turn (it renders the prompt without its system "
+        "message): drop the system messages, or put their text in the first user message (1 "
+        f"more row like it: line 5); line 3: {refused} (System role not supported) (1 more row "
+        "like it: line 6)"
+    )
+    assert not (out / "metrics.jsonl").exists()
