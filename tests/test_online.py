@@ -1114,3 +1114,41 @@ def test_a_prompt_the_reward_models_template_refuses_is_said_before_its_weights_
         "like it: line 6)"
     )
     assert not (out / "metrics.jsonl").exists()
+
+
+def test_a_prompt_the_implicit_reward_runs_template_refuses_names_its_row_and_folder(
+    tiny_model_dirs, tmp_path, online_files
+) -> None:
+    """implicit_reward_model renders the prompts with its own folder's template: one refusing a
+    system message (a Gemma 2 run) stopped the run at the labeller's probe as 'score: item 1:
+    the chat template refused the row (...)', told to change the chat_template option (the
+    policy's, which the implicit reward does not read), and at a later prompt mid-run. Every
+    prompt is now rendered with it before training, a refused one named by its row."""
+    from test_tokenization import GEMMA2_TEMPLATE
+
+    from directpo.config import DPOConfig
+    from directpo.errors import DirectpoError
+    from directpo.labellers import load_labeller
+
+    run = shutil.copytree(tiny_model_dirs["llama"], tmp_path / "gemma_run")
+    (run / "chat_template.jinja").write_text(GEMMA2_TEMPLATE)
+    recorded = DPOConfig(model_name_or_path=str(tiny_model_dirs["llama"]), train_file="p.jsonl")
+    recorded.save_yaml(run / "config.yaml", ref_model_name_or_path=str(tiny_model_dirs["llama"]))
+    rewards, prompts = online_files
+    config = online_config(tiny_model_dirs["llama"], prompts, tmp_path / "out", rewards,
+                           reward_fn=None, implicit_reward_model=str(run))  # fmt: skip
+    user = {"role": "user", "content": "Tell me about the movie."}
+    system = {"role": "system", "content": "Be brief."}
+    chats = [[user], [system, user], [user]]
+    with pytest.raises(DirectpoError) as refused:
+        load_labeller(config, torch.device("cpu"), (chats, "prompt_file c.jsonl", None))
+    assert str(refused.value) == (
+        f"prompt_file c.jsonl: prompt 2: implicit_reward_model '{run}': the chat template "
+        "refused the row (System role not supported); the template has no system turn (it "
+        "renders the row without its system message): drop the system messages (or the "
+        "system_column option that adds them), put their text in the first user message, or "
+        "give a template that takes one in the model folder's chat template (its "
+        "chat_template.jinja: score, rank and generate render with the model's own)"
+    )
+    labeller = load_labeller(config, torch.device("cpu"), ([[user]] * 2, "c.jsonl", None))
+    assert len(labeller([[user]], [" fine"], [{}])) == 1

@@ -14,6 +14,7 @@ Several of them are summed with ``reward_weights``, as TRL sums a list of ``rewa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -23,7 +24,15 @@ from typing import Any
 
 import torch
 
-from directpo.callers import Caller, Entry, Spelling, called_by, spell_setting
+from directpo.callers import (
+    Caller,
+    Entry,
+    Spelling,
+    called_by,
+    caller,
+    speaking_as,
+    spell_setting,
+)
 from directpo.config import DPOConfig
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.hub import cache_only_where_unreachable
@@ -71,7 +80,7 @@ def load_labeller(
         model = _reward_model(path, device, config.prompt_limit, trusted, tokens, prompts)
         parts.append(_reported(f"reward_model_name_or_path '{path}'", model))
     if config.implicit_reward_model:
-        parts.append(_implicit(config))
+        parts.append(_implicit(config, prompts))
     assert parts
     if len(parts) == 1 and config.reward_weights is None:
         return parts[0]
@@ -92,14 +101,29 @@ def load_labeller(
     return weighted
 
 
-def _implicit(config: DPOConfig) -> Labeller:
+def _implicit(config: DPOConfig, prompts: PromptsToCheck | None = None) -> Labeller:
+    from directpo.generate import prompt_problems
     from directpo.reward import ImplicitReward
+    from directpo.tokenization import TOKENIZE_BATCH
 
+    path = config.implicit_reward_model
     # train's option: its refusals say what a recipe writes (train's own caller kept)
     with called_by(Caller(Spelling.RECIPE, Entry.TRAIN)):
-        scorer = ImplicitReward.from_run(
-            config.implicit_reward_model, trust_remote_code=config.trust_remote_code
-        )
+        scorer = ImplicitReward.from_run(path, trust_remote_code=config.trust_remote_code)
+    if prompts is not None:  # each rendered with its folder's template, as it will score them
+        # (not the policy's: 'score: item 1: the chat template refused the row' at the probe,
+        # told to change the chat_template option, which the implicit reward does not read)
+        prompt_list, label, places = prompts
+        refused = RefusedRows(label)
+        # (said as its folder's template: the run's chat_template option is not its)
+        with speaking_as(dataclasses.replace(caller(), entry=Entry.FOLDER)):
+            for start in range(0, len(prompt_list), TOKENIZE_BATCH):
+                chunk = prompt_list[start : start + TOKENIZE_BATCH]
+                for number, problem in enumerate(prompt_problems(scorer.encoder, chunk), start):
+                    if problem is not None:
+                        where = places[number] if places else f"prompt {number + 1}"
+                        refused.add(where, f"implicit_reward_model '{path}': {problem}")
+        refused.raise_if_any()
 
     def implicit(
         prompts: list[Text | ImagePrompt], completions: list[str], _: list[dict]
