@@ -573,3 +573,33 @@ def test_a_prompt_files_check_before_training_encodes_a_batch_in_one_call(monkey
     assert calls == [TOKENIZE_BATCH - 1, 4]  # (the refused ones are not tokenized)
     calls.clear()
     assert generate.check_prompts(tokenizer, [chat] * 3, "p") == 3 and calls == [3]
+
+
+def test_a_template_without_a_generation_prompt_is_noted_before_sampling(tmp_path, capsys) -> None:
+    """A model folder whose chat template has no add_generation_prompt branch renders each
+    prompt without the assistant's header, so the model writes it first and every completion
+    held it ('assistant\\nHello'), without a word; generate now says so, naming the header. A
+    folder whose template writes it says nothing."""
+    from tiny import CHATML_TEMPLATE
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": [{"role": "user", "content": "Hi"}]}])
+    without = CHATML_TEMPLATE.split("{% if add_generation_prompt %}")[0]
+    said = {}
+    for name, template in (("without", without), ("with", CHATML_TEMPLATE)):
+        (folder / "chat_template.jinja").write_text(template)
+        argv = ["generate", "--model_name_or_path", str(folder), "--input", str(prompts),
+                "--output", str(tmp_path / f"{name}.jsonl"), "--max_new_tokens", "2"]  # fmt: skip
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        lines = (captured.out + captured.err).splitlines()
+        said[name] = [line for line in lines if "generation prompt" in line]
+    assert said == {
+        "without": [
+            "note: the chat template writes no generation prompt (it has no "
+            "add_generation_prompt branch), so the model begins each sample by writing the "
+            "assistant turn's header ('<|im_start|>assistant\\n') itself, which the completions "
+            "hold"
+        ],
+        "with": [],
+    }
