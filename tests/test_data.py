@@ -2298,3 +2298,24 @@ def test_a_first_row_without_its_prompt_does_not_make_the_file_implicit(tmp_path
     read = load_preferences(str(path), skip_invalid_rows=True)
     assert read.layout == "explicit" and read.skipped == {"missing field": 1}
     assert [e.prompt for e in read.examples] == [r["prompt"] for r in ROWS]
+
+
+def test_gemmas_model_role_and_openais_function_role_say_the_role_to_write(
+    tmp_path: Path,
+) -> None:
+    """A row exported in Gemma's (or Gemini's) form names the reply's role 'model', the name
+    Gemma's template writes for 'assistant'; OpenAI's older function calling names a tool's
+    result 'function'. Both were said as any unknown role, 'expected one of ...', without the
+    role to write."""
+    reply = [{"role": "model", "content": "Hello"}]
+    row = {"prompt": [USER_HI], "chosen": reply, "rejected": "x"}
+    with pytest.raises(DataError) as info:
+        _load_rows(tmp_path, [row])
+    assert str(info.value).endswith(
+        "line 1: field 'chosen': message 1 has role 'model', expected one of system, developer, "
+        "user, assistant, tool, ipython; write it 'assistant' (Gemma's template and Gemini's API "
+        "name the assistant's turn 'model'; the chat template writes each role its own way)"
+    )
+    called = [USER_HI, {"role": "function", "content": '{"temperature": 22}'}]
+    with pytest.raises(DataError, match=r"role 'function', .*; write it 'tool' \(OpenAI's older"):
+        _load_rows(tmp_path, [{**row, "prompt": called, "chosen": "Sunny."}])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import SENTIMENT_PAIRS, write_jsonl
+from tiny import NO_SYSTEM_TURN_FOLDER, NO_SYSTEM_TURN_TRAIN, SENTIMENT_PAIRS, write_jsonl
 
 from directpo.cli import main
 from directpo.config import DPOConfig
@@ -416,7 +416,7 @@ def test_a_prompt_the_chat_template_refuses_is_said_before_training(tiny_model_d
             train(config, echo=lambda _: None)
         assert str(info.value) == (  # (the file's rows: "prompt 2" was counted by the run)
             f"{name} {prompts}: line 2: the chat template refused the row (System role not "
-            "supported) (1 more row like it: line 3)"
+            f"supported){NO_SYSTEM_TURN_TRAIN} (1 more row like it: line 3)"
         )
         assert not (out / "metrics.jsonl").exists()
 
@@ -478,7 +478,7 @@ def test_generate_names_the_row_a_chat_template_refuses_before_loading_the_model
     assert main(argv) == 2
     assert capsys.readouterr().err == (
         f"directpo: error: {prompts}: line 2: the chat template refused the row (Conversation "
-        "roles must alternate user/assistant/user/assistant)\n"
+        f"roles must alternate user/assistant/user/assistant){NO_SYSTEM_TURN_FOLDER}\n"
     )
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from tiny import (
+    NO_SYSTEM_TURN_FOLDER,
+    NO_SYSTEM_TURN_TRAIN,
     SENTIMENT_PAIRS,
     count_ids_many,
     kept_when_interrupted,
@@ -534,8 +536,8 @@ def test_the_check_before_loading_encodes_a_batch_of_prompts_in_one_call(
     args = ["generate", "--model_name_or_path", str(strict), "--input", str(data)]
     assert main([*args, "--output", str(tmp_path / "samples.jsonl")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"directpo: error: {data}: line 2: the chat template refused the row (no system); "
-        "line 3: field 'prompt' must be a string, got a number"
+        f"directpo: error: {data}: line 2: the chat template refused the row (no system)"
+        f"{NO_SYSTEM_TURN_FOLDER}; line 3: field 'prompt' must be a string, got a number"
     )
     # the 8 rows that parse, 4 at a time (lines 1, 2, 4, 5: line 2 refused when rendered), one
     # call a row before
@@ -564,9 +566,40 @@ def test_a_prompt_files_check_before_training_encodes_a_batch_in_one_call(monkey
     said = str(info.value)
     assert said.startswith('prompts.jsonl: prompt 4 ([{"role": "system", "content": "Be"}')
     assert said.endswith(
-        f"...): the chat template refused the row (no system) (1 more row like it: prompt "
+        f"...): the chat template refused the row (no system){NO_SYSTEM_TURN_TRAIN} (1 more "
+        "row like it: prompt "
         f"{TOKENIZE_BATCH + 2})"
     )
     assert calls == [TOKENIZE_BATCH - 1, 4]  # (the refused ones are not tokenized)
     calls.clear()
     assert generate.check_prompts(tokenizer, [chat] * 3, "p") == 3 and calls == [3]
+
+
+def test_a_template_without_a_generation_prompt_is_noted_before_sampling(tmp_path, capsys) -> None:
+    """A model folder whose chat template has no add_generation_prompt branch renders each
+    prompt without the assistant's header, so the model writes it first and every completion
+    held it ('assistant\\nHello'), without a word; generate now says so, naming the header. A
+    folder whose template writes it says nothing."""
+    from tiny import CHATML_TEMPLATE
+
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": [{"role": "user", "content": "Hi"}]}])
+    without = CHATML_TEMPLATE.split("{% if add_generation_prompt %}")[0]
+    said = {}
+    for name, template in (("without", without), ("with", CHATML_TEMPLATE)):
+        (folder / "chat_template.jinja").write_text(template)
+        argv = ["generate", "--model_name_or_path", str(folder), "--input", str(prompts),
+                "--output", str(tmp_path / f"{name}.jsonl"), "--max_new_tokens", "2"]  # fmt: skip
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        lines = (captured.out + captured.err).splitlines()
+        said[name] = [line for line in lines if "generation prompt" in line]
+    assert said == {
+        "without": [
+            "note: the chat template writes no generation prompt (it has no "
+            "add_generation_prompt branch), so the model begins each sample by writing the "
+            "assistant turn's header ('<|im_start|>assistant\\n') itself, which the completions "
+            "hold"
+        ],
+        "with": [],
+    }

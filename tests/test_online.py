@@ -1076,3 +1076,79 @@ def test_eval_generate_is_rewarded_by_the_reward_model_without_a_reward_fn(
     assert len(samples) == 2 and all(math.isfinite(s["reward"]) for s in samples)
     mean = sum(s["reward"] for s in samples) / len(samples)
     assert evaluations[0]["eval/reward"] == pytest.approx(mean, rel=1e-6)
+
+
+def test_a_prompt_the_reward_models_template_refuses_is_said_before_its_weights_load(
+    tiny_model_dirs, tmp_path, online_files, capsys, monkeypatch
+) -> None:
+    """A reward model whose chat template has no system turn (Skywork-Reward-Gemma-2's, Gemma
+    2's: 'System role not supported') stopped the run at the first prompt holding a system
+    message, after the rounds before it were sampled, as 'reward_model_name_or_path ...:
+    scoring failed (TemplateError: System role not supported)', naming no row. Each prompt is
+    now rendered with the reward model's template before its weights load, a refused one said
+    in one line naming its row (what to do where the template has no system turn)."""
+    from test_tokenization import GEMMA2_TEMPLATE
+
+    import directpo.labellers
+
+    rewards, _ = online_files
+    judge = tiny_judge(tiny_model_dirs, tmp_path / "judge")
+    (judge / "chat_template.jinja").write_text(GEMMA2_TEMPLATE)
+    user = {"role": "user", "content": "Tell me about the movie."}
+    system = {"role": "system", "content": "Be brief."}
+    rows = [{"prompt": [user]}, {"prompt": [system, user]}, {"prompt": [system, user, user]}]
+    prompts = write_jsonl(tmp_path / "chats.jsonl", rows * 2)
+    out = tmp_path / "out"
+    config = online_config(tiny_model_dirs["llama"], None, out, rewards, reward_fn=None,
+                           prompt_file=str(prompts),
+                           reward_model_name_or_path=str(judge))  # fmt: skip
+    config.save_yaml(tmp_path / "c.yaml")
+    monkeypatch.setattr(directpo.labellers, "_openrlhf_head", None)  # never reached
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    refused = f"the chat template of reward_model_name_or_path '{judge}' refused the prompt"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"directpo: error: prompt_file {prompts}: line 2: {refused} (System role not supported)"
+        "; that template has no system turn (it renders the prompt without its system "
+        "message): drop the system messages, or put their text in the first user message (1 "
+        f"more row like it: line 5); line 3: {refused} (System role not supported) (1 more row "
+        "like it: line 6)"
+    )
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_a_prompt_the_implicit_reward_runs_template_refuses_names_its_row_and_folder(
+    tiny_model_dirs, tmp_path, online_files
+) -> None:
+    """implicit_reward_model renders the prompts with its own folder's template: one refusing a
+    system message (a Gemma 2 run) stopped the run at the labeller's probe as 'score: item 1:
+    the chat template refused the row (...)', told to change the chat_template option (the
+    policy's, which the implicit reward does not read), and at a later prompt mid-run. Every
+    prompt is now rendered with it before training, a refused one named by its row."""
+    from test_tokenization import GEMMA2_TEMPLATE
+
+    from directpo.config import DPOConfig
+    from directpo.errors import DirectpoError
+    from directpo.labellers import load_labeller
+
+    run = shutil.copytree(tiny_model_dirs["llama"], tmp_path / "gemma_run")
+    (run / "chat_template.jinja").write_text(GEMMA2_TEMPLATE)
+    recorded = DPOConfig(model_name_or_path=str(tiny_model_dirs["llama"]), train_file="p.jsonl")
+    recorded.save_yaml(run / "config.yaml", ref_model_name_or_path=str(tiny_model_dirs["llama"]))
+    rewards, prompts = online_files
+    config = online_config(tiny_model_dirs["llama"], prompts, tmp_path / "out", rewards,
+                           reward_fn=None, implicit_reward_model=str(run))  # fmt: skip
+    user = {"role": "user", "content": "Tell me about the movie."}
+    system = {"role": "system", "content": "Be brief."}
+    chats = [[user], [system, user], [user]]
+    with pytest.raises(DirectpoError) as refused:
+        load_labeller(config, torch.device("cpu"), (chats, "prompt_file c.jsonl", None))
+    assert str(refused.value) == (
+        f"prompt_file c.jsonl: prompt 2: implicit_reward_model '{run}': the chat template "
+        "refused the row (System role not supported); the template has no system turn (it "
+        "renders the row without its system message): drop the system messages (or the "
+        "system_column option that adds them), put their text in the first user message, or "
+        "give a template that takes one in the model folder's chat template (its "
+        "chat_template.jinja: score, rank and generate render with the model's own)"
+    )
+    labeller = load_labeller(config, torch.device("cpu"), ([[user]] * 2, "c.jsonl", None))
+    assert len(labeller([[user]], [" fine"], [{}])) == 1

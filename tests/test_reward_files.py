@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny import (
+    NO_SYSTEM_TURN_FOLDER,
     SENTIMENT_PAIRS,
     count_ids_many,
     kept_when_interrupted,
@@ -687,8 +688,8 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
     common[1] = str(strict)
     assert main(["rank", *common, "--input", str(data)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"directpo: error: {data}: line 2: the chat template refused the row (no system) (1 "
-        "more row like it: line 4)"
+        f"directpo: error: {data}: line 2: the chat template refused the row (no system)"
+        f"{NO_SYSTEM_TURN_FOLDER} (1 more row like it: line 4)"
     )
     assert not (tmp_path / "out.jsonl").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")]
@@ -874,6 +875,6 @@ def test_score_and_rank_call_the_tokenizer_once_per_batch_of_rows(
     assert main(["rank", *common, "--input", str(data)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(
-        f"directpo: error: {data}: line 2: the chat template refused the row (no system); "
-        "line 3: missing field"
+        f"directpo: error: {data}: line 2: the chat template refused the row (no system)"
+        f"{NO_SYSTEM_TURN_FOLDER}; line 3: missing field"
     )

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
+from tiny import (
+    NO_SYSTEM_TURN_TRAIN,
+    SENTIMENT_PAIRS,
+    save_tiny_model,
+    tiny_config,
+    write_jsonl,
+)
 
 from directpo import run_data
 from directpo.data import PreferenceExample
@@ -275,7 +281,7 @@ def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
                          eval_file={"chat": str(chat), "code": str(code)})  # fmt: skip
     with pytest.raises(DataError) as err:
         load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
-    refused = "the chat template refused the row (no system)"
+    refused = f"the chat template refused the row (no system){NO_SYSTEM_TURN_TRAIN}"
     assert str(err.value) == f"{train}: line 2: {refused}; {chat}: line 1: {refused}"
 
 
@@ -572,3 +578,40 @@ def test_the_tokenizers_refusal_is_said_before_the_rows_are_read(
     with pytest.raises(ConfigError, match=r"^system_column 'system' makes each prompt a conv"):
         load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
     assert read == []
+
+
+def test_a_template_without_a_generation_prompt_is_noted_with_the_header_it_trains(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """A chat template with no add_generation_prompt branch (some fine-tunes ship ChatML so)
+    renders the prompt without the assistant's header: every completion started with
+    '<|im_start|>assistant\\n', trained as part of the reply, and samples began by writing it,
+    without a word. The run says so at start (and trains as TRL does); a template that writes
+    the generation prompt, or writes no header at all (Mistral v0.1's), is not noted."""
+    without = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}"
+    )
+    bare = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"  # no header at all
+    rows = [{"prompt": [USER], "chosen": [CHECK], "rejected": [{**CHECK, "content": "no"}]}]
+    notes = {}
+    for name, template in (("without", without), ("bare", bare), ("with", None)):
+        said: list[str] = []
+        options = {} if template is None else {"chat_template": template}
+        config = tiny_config(tiny_model_dirs["gpt2"], None, tmp_path / name, **options)
+        data = load_run_data(config, rows, None, torch.device("cpu"), said.append)
+        notes[name] = [line for line in said if "generation prompt" in line]
+        if name == "without":
+            chosen = data.tokenizer.decode(data.train.pairs[0].chosen_ids)
+            assert chosen.startswith("<|im_start|>assistant\nlet me check")
+    assert notes == {
+        "without": [
+            "note: the chat template writes no generation prompt (it has no "
+            "add_generation_prompt branch), so each completion starts with the assistant "
+            "turn's header ('<|im_start|>assistant\\n'), which trains as part of the reply (as "
+            "TRL's would), and samples (eval_generate, generate) begin by writing it; give a "
+            "template that writes it with the chat_template option"
+        ],
+        "bare": [],
+        "with": [],
+    }

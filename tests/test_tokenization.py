@@ -6,7 +6,7 @@ from functools import partial
 from typing import Any
 
 import pytest
-from tiny import CORPUS, build_tokenizer, count_encoding
+from tiny import CORPUS, NO_SYSTEM_TURN_TRAIN, build_tokenizer, count_encoding
 
 from directpo.data import PreferenceData, PreferenceExample, RowError
 from directpo.errors import DataError
@@ -407,7 +407,7 @@ def test_a_chat_template_that_raises_refuses_the_row() -> None:
         tokenize_preferences(data, tokenizer, 64)
     assert str(info.value) == (
         "f.jsonl: line 2: the chat template refused the row (Conversation roles must alternate "
-        "user/assistant/user/assistant)"
+        f"user/assistant/user/assistant){NO_SYSTEM_TURN_TRAIN}"
     )
     result = tokenize_preferences(data, tokenizer, 64, skip_invalid_rows=True)
     assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}
@@ -1134,3 +1134,34 @@ def test_a_rows_responses_to_score_render_its_prompt_once(monkeypatch) -> None:
     together = encoder.encode_scored_many(items, [Counter() for _ in items])
     assert together == alone
     assert renders == [prompt, other]  # (each row's prompt once)
+
+
+GEMMA2_TEMPLATE = (  # google/gemma-2-2b-it's, as its tokenizer_config.json writes it
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}"
+    "{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+
+
+def test_a_system_message_a_template_without_a_system_turn_refuses_says_what_to_do() -> None:
+    """Gemma 2's template refuses a system message ('System role not supported'): every row of a
+    file with system prompts was refused with the template's words alone, not saying that the
+    template has no system turn nor what to do. The line now says so; a row the template
+    refuses for another reason (two user turns in a row) is said as the template says it."""
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = GEMMA2_TEMPLATE
+    system = [{"role": "system", "content": "Be brief."}, *USER]
+    twice = [*USER, *USER]  # refused without a system message too
+    data = _conversations(USER, system, [{"role": "system", "content": "Be brief."}, *twice])
+    with pytest.raises(DataError) as info:
+        tokenize_preferences(data, tokenizer, 64)
+    assert str(info.value) == (
+        "f.jsonl: line 2: the chat template refused the row (System role not supported)"
+        f"{NO_SYSTEM_TURN_TRAIN}; line 3: the chat template refused the row (System role not "
+        "supported); skip_invalid_rows: true skips them"
+    )

@@ -248,3 +248,17 @@ def count_encoding(tokenizer: PreTrainedTokenizerFast, monkeypatch: Any) -> list
     counted = CountedBackend(tokenizer._tokenizer)
     monkeypatch.setattr(tokenizer, "_tokenizer", counted)
     return counted.batches
+
+
+# what a refusal by a template without a system turn adds (chat_render.no_system_turn), as
+# train and as score / rank / generate say it
+_NO_SYSTEM_TURN = (
+    "; the template has no system turn (it renders the row without its system message): drop "
+    "the system messages (or the system_column option that adds them), put their text in the "
+    "first user message, or give a template that takes one "
+)
+NO_SYSTEM_TURN_TRAIN = _NO_SYSTEM_TURN + "with the chat_template option"
+NO_SYSTEM_TURN_FOLDER = _NO_SYSTEM_TURN + (
+    "in the model folder's chat template (its chat_template.jinja: score, rank and generate "
+    "render with the model's own)"
+)

@@ -2,20 +2,21 @@
 turns the texts into ids). Text rows are their own text.
 
 * Conversational rows are rendered with the tokenizer's chat template: the prompt with the
-  generation prompt, the completion as the rest of the rendered conversation. A prompt that
-  ends with an assistant message (a prefill, ``[user "Write a haiku", assistant "Autumn"]``) is
-  left open (``continue_final_message``) and the completion continues that message in the same
-  turn. A template that renders the generation prompt differently from a finished turn (Qwen3's
-  empty ``<think></think>`` with ``enable_thinking: false``; Mistral v0.3's system message in
-  the last user turn) gets the completion from its content on (with the whitespace the turn
-  writes before it), after the prompt as generation sees it; one that renders neither way is
-  an error for that row, as is a reply whose reasoning the template drops (chat_split.py). A
-  completion starts with an assistant message. A template that raises for a row
-  (``raise_exception("Conversation roles must alternate...")``, or its code failing on the
-  row's values) refuses that row (an error, or a skip with ``skip_invalid_rows``); one that does
-  not compile is an error naming the tokenizer. A text-only model's template gets content given
-  as text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools
-  or tool calls (the completion's or the prompt's) the template does not write (templates older
+  generation prompt, the completion as the rest of the rendered conversation. A prompt that ends
+  with an assistant message (a prefill, ``[user "Write a haiku", assistant "Autumn"]``) is left
+  open (``continue_final_message``) and the completion continues that message in the same turn.
+  A template that renders the generation prompt differently from a finished turn (Qwen3's empty
+  ``<think></think>`` with ``enable_thinking: false``; Mistral v0.3's system message in the last
+  user turn) gets the completion from its content on (with the whitespace the turn writes before
+  it), after the prompt as generation sees it; one that renders neither way is an error for that
+  row, as is a reply whose reasoning the template drops (chat_split.py). A completion starts
+  with an assistant message. A template that raises for a row (``raise_exception("Conversation
+  roles must alternate...")``, or its code failing on the row's values) refuses that row (an
+  error, or a skip with ``skip_invalid_rows``), said with what to do where it renders the row
+  without its system message (no system turn: Gemma 2's, Mistral v0.1's); one that does not
+  compile is an error naming the tokenizer. A text-only model's template gets content given as
+  text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools or
+  tool calls (the completion's or the prompt's) the template does not write (templates older
   than tool calling) is refused: its call would train, or be read, as an empty turn. A call's
   arguments given as a JSON string (OpenAI's, tulu-3's) that the template writes escaped as a
   string (Qwen2.5's and Llama 3.1's ``arguments | tojson``, made for a mapping: ``"arguments":
@@ -103,9 +104,10 @@ class ChatRenderer:
                 f"{exc.lineno}); fix it{template_fix().another}"
             ) from None
         except (TemplateError, ValueError) as exc:  # raise_exception(...), an undefined value
+            hint = no_system_turn() if _renders_without_system(templater, messages, extra) else ""
             raise RowError(
                 "refused by the chat template",
-                f"the chat template refused the row ({first_line(exc)})",
+                f"the chat template refused the row ({first_line(exc)}){hint}",
             ) from None
         except Exception as exc:  # the template's own code failing on this row's values
             raise RowError(
@@ -165,6 +167,32 @@ class ChatRenderer:
         except RowError as err:
             return prompt_text, chosen_text, err
         return prompt_text, chosen_text, rejected_text
+
+
+def _renders_without_system(templater: Any, messages: list[dict], extra: dict) -> bool:
+    """A template that refuses a row with a system message and renders it without: one with
+    no system turn (Gemma 2's 'System role not supported', Mistral v0.1's roles that must
+    alternate from a user turn)."""
+    if not any(message["role"] == "system" for message in messages):
+        return False
+    rest = [message for message in messages if message["role"] != "system"]
+    try:
+        templater.apply_chat_template(rest, tokenize=False, **extra)
+    except Exception:  # (refused for another reason too: said as the template says it)
+        return False
+    return True
+
+
+def no_system_turn() -> str:
+    """How to train rows with a system message on a template without a system turn. Neither
+    directpo nor TRL moves the message for it: where its text goes is the template's choice
+    (Gemma 3's puts it at the start of the first user turn)."""
+    return (
+        "; the template has no system turn (it renders the row without its system message): "
+        "drop the system messages (or the system_column option that adds them), put their "
+        "text in the first user message, or give a template that takes one "
+        f"{template_fix().option}"
+    )
 
 
 def _string_arguments(messages: list[dict]) -> list[tuple[dict, str, dict]]:

@@ -1,6 +1,7 @@
 """The ``chat_template`` option: the template its text, a .jinja or .json file, or a model or
 tokenizer folder names, compiled as transformers will render it and put on the tokenizer (and
-processor); and whether the template a run renders with writes today's date."""
+processor); whether the template a run renders with writes today's date, and whether it writes
+a generation prompt."""
 
 from __future__ import annotations
 
@@ -76,4 +77,68 @@ def writes_todays_date(tokenizer: Any, config: DPOConfig, data: PreferenceData) 
         "strftime_now" in template
         and "date_string" not in (config.chat_template_kwargs or {})
         and any(example.conversational for example in data.examples)
+    )
+
+
+def generation_header(tokenizer: Any, config: DPOConfig, data: PreferenceData) -> str | None:
+    """``reply_header`` of the first conversational pair whose prompt is not a prefill."""
+    example = next((e for e in data.examples if e.conversational and not e.images), None)
+    if example is None or not isinstance(example.chosen, list):
+        return None
+    return reply_header(
+        tokenizer, config.chat_template_kwargs, example.prompt, example.chosen,
+        example.template_args,
+    )  # fmt: skip
+
+
+def reply_header(
+    tokenizer: Any,
+    template_kwargs: dict[str, Any] | None,
+    prompt: Any,
+    reply: list[dict[str, Any]],
+    args: dict[str, Any] | None = None,
+) -> str | None:
+    """What a reply begins with before its content where the chat template writes no
+    generation prompt (a template without an ``add_generation_prompt`` branch, as some
+    fine-tunes ship: ChatML's ``<|im_start|>assistant`` and a newline); None where it writes
+    one, or writes nothing before the reply (Mistral v0.1's, whose prompt ends with
+    ``[/INST]``), or the prompt is a prefill."""
+    from directpo.chat_render import ChatRenderer
+    from directpo.chat_split import COMPLETION_MARK, conversation
+    from directpo.messages import is_prefilled
+
+    if not getattr(tokenizer, "chat_template", None) or not isinstance(prompt, list):
+        return None
+    if is_prefilled(prompt):
+        return None
+    render = ChatRenderer(tokenizer, None, template_kwargs).template
+    try:
+        opened = render(prompt, args, add_generation_prompt=True)
+        closed = render(prompt, args, add_generation_prompt=False)
+        # (a mark where the reply's content starts: its text could be found in a header)
+        whole = render(conversation(prompt, reply, COMPLETION_MARK), args)
+    except Exception:  # (a row the template refuses is said when the rows are checked)
+        return None
+    start = whole.find(COMPLETION_MARK)
+    if opened != closed or not whole.startswith(opened) or start < len(opened):
+        return None
+    header = whole[len(opened) : start]
+    return header if header.strip() else None
+
+
+def no_generation_prompt_note(header: str) -> str:
+    return (
+        "note: the chat template writes no generation prompt (it has no add_generation_prompt "
+        f"branch), so each completion starts with the assistant turn's header ({header!r}), "
+        "which trains as part of the reply (as TRL's would), and samples (eval_generate, "
+        "generate) begin by writing it; give a template that writes it with the chat_template "
+        "option"
+    )
+
+
+def sampled_header_note(header: str) -> str:
+    return (
+        "note: the chat template writes no generation prompt (it has no add_generation_prompt "
+        "branch), so the model begins each sample by writing the assistant turn's header "
+        f"({header!r}) itself, which the completions hold"
     )

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from directpo.adapters import tokenizer_folder
 from directpo.callers import options_entry
+from directpo.chat_templates import reply_header, sampled_header_note
 from directpo.command_options import GenerateOptions
 from directpo.command_row_parsers import prompt_row as _prompt_row
 from directpo.errors import ConfigError, DataError
@@ -144,10 +145,15 @@ def _check_every_prompt(
     """Every row parsed and its prompt rendered before the model loads: every bad row, and
     every prompt the chat template refuses, said at once; the number of rows."""
     specials: Counter[str] = Counter()  # prompts writing special tokens (pre-rendered chats)
-    parse = partial(_counted_prompt, options, base_dir, encoder, specials)
+    chats: list[Any] = []  # the first conversation: is the generation prompt written?
+    parse = partial(_counted_prompt, options, base_dir, encoder, specials, chats)
     total = check_every_row(options.input, parse, check_many=partial(_encodable, encoder))
     if note := special_summary(specials):  # (said once per file, as train, score and rank do)
         echo(note)
+    reply = [{"role": "assistant", "content": "Hello"}]
+    kwargs = encoder.renderer.template_kwargs
+    if chats and (header := reply_header(encoder.tokenizer, kwargs, chats[0], reply)):
+        echo(sampled_header_note(header))
     if note := unread_system_note(
         options.input, options.prompt_column, options.system_column, said_off
     ):
@@ -189,12 +195,15 @@ def _counted_prompt(
     base_dir: str,
     encoder: PairTokenizer,
     specials: Counter[str],
+    chats: list[Any],
     label: str,
     row: dict[str, Any],
 ) -> Text | ImagePrompt:
     """``_prompt_row``'s prompt, counted in ``specials`` where its text writes the tokenizer's
-    special tokens."""
+    special tokens; the first conversation without images kept in ``chats``."""
     prompt = _prompt_row(options, base_dir, label, row)
+    if not chats and isinstance(prompt, list):
+        chats.append(prompt)
     count_special_text(row_texts(prompt_of(prompt)), encoder.specials, specials, label)
     return prompt
 

@@ -14,6 +14,7 @@ Several of them are summed with ``reward_weights``, as TRL sums a list of ``rewa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -23,17 +24,27 @@ from typing import Any
 
 import torch
 
-from directpo.callers import Caller, Entry, Spelling, called_by, spell_setting
+from directpo.callers import (
+    Caller,
+    Entry,
+    Spelling,
+    called_by,
+    caller,
+    speaking_as,
+    spell_setting,
+)
 from directpo.config import DPOConfig
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.hub import cache_only_where_unreachable
 from directpo.messages import Text
 from directpo.model_fit import learned_positions
 from directpo.preference_pairs import ImagePrompt, prompt_of
+from directpo.refusals import RefusedRows
 from directpo.reward_inputs import (
     kept_end,
     openrlhf_input_ids,
     openrlhf_rewards,
+    render_reward_input,
     reward_input_ids,
     trained_by_openrlhf,
 )
@@ -47,10 +58,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 Labeller = Callable[[list[Text | ImagePrompt], list[str], list[dict[str, Any]]], list[float]]
 
 
-def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
+def load_labeller(
+    config: DPOConfig, device: torch.device, prompts: PromptsToCheck | None = None
+) -> Labeller:
     """The online labeller the config names: one of three, or the ``reward_weights``-weighted
     sum of those set (in the order reward_fn, reward_model_name_or_path,
-    implicit_reward_model), as TRL sums its ``reward_funcs``."""
+    implicit_reward_model), as TRL sums its ``reward_funcs``. ``prompts``: the rounds' prompts,
+    which a reward model's chat template renders each before its weights load."""
     parts: list[Labeller] = []
     if config.reward_fn:
         from directpo.rewardfn import load_reward_fn
@@ -63,10 +77,10 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
         trusted = config.trust_remote_code
         # (each completion sampled, online or by eval_generate, has at most this many tokens)
         tokens = config.generate_max_new_tokens
-        model = _reward_model(path, device, config.prompt_limit, trusted, tokens)
+        model = _reward_model(path, device, config.prompt_limit, trusted, tokens, prompts)
         parts.append(_reported(f"reward_model_name_or_path '{path}'", model))
     if config.implicit_reward_model:
-        parts.append(_implicit(config))
+        parts.append(_implicit(config, prompts))
     assert parts
     if len(parts) == 1 and config.reward_weights is None:
         return parts[0]
@@ -87,14 +101,29 @@ def load_labeller(config: DPOConfig, device: torch.device) -> Labeller:
     return weighted
 
 
-def _implicit(config: DPOConfig) -> Labeller:
+def _implicit(config: DPOConfig, prompts: PromptsToCheck | None = None) -> Labeller:
+    from directpo.generate import prompt_problems
     from directpo.reward import ImplicitReward
+    from directpo.tokenization import TOKENIZE_BATCH
 
+    path = config.implicit_reward_model
     # train's option: its refusals say what a recipe writes (train's own caller kept)
     with called_by(Caller(Spelling.RECIPE, Entry.TRAIN)):
-        scorer = ImplicitReward.from_run(
-            config.implicit_reward_model, trust_remote_code=config.trust_remote_code
-        )
+        scorer = ImplicitReward.from_run(path, trust_remote_code=config.trust_remote_code)
+    if prompts is not None:  # each rendered with its folder's template, as it will score them
+        # (not the policy's: 'score: item 1: the chat template refused the row' at the probe,
+        # told to change the chat_template option, which the implicit reward does not read)
+        prompt_list, label, places = prompts
+        refused = RefusedRows(label)
+        # (said as its folder's template: the run's chat_template option is not its)
+        with speaking_as(dataclasses.replace(caller(), entry=Entry.FOLDER)):
+            for start in range(0, len(prompt_list), TOKENIZE_BATCH):
+                chunk = prompt_list[start : start + TOKENIZE_BATCH]
+                for number, problem in enumerate(prompt_problems(scorer.encoder, chunk), start):
+                    if problem is not None:
+                        where = places[number] if places else f"prompt {number + 1}"
+                        refused.add(where, f"implicit_reward_model '{path}': {problem}")
+        refused.raise_if_any()
 
     def implicit(
         prompts: list[Text | ImagePrompt], completions: list[str], _: list[dict]
@@ -127,11 +156,13 @@ def _reward_model(
     prompt_limit: int | None,
     trust_remote_code: bool = False,
     completion_tokens: int = 0,
+    prompts: PromptsToCheck | None = None,
 ) -> Labeller:
     """A sequence classifier's labeller; ``trust_remote_code`` (the run's) lets a reward model
     of its own code load (ArmoRM-like: it was refused, 'pass trust_remote_code=True', with the
     option set). Its inputs keep twice the policy's tokens of a prompt (``prompt_limit``) and
-    a completion (``completion_tokens``): another tokenizer and template may take more."""
+    a completion (``completion_tokens``): another tokenizer and template may take more.
+    ``prompts``: rendered with its chat template before the model loads (``check_templates``)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from directpo.reward_models import runs_in_float32
@@ -150,6 +181,8 @@ def _reward_model(
                 "(tokenizer.save_pretrained(DIR)): it reads the prompts and completions"
             ) from None
         raise _unloadable(path, exc, trust_remote_code) from None
+    if prompts is not None and tokenizer.chat_template:
+        check_templates(tokenizer, path, *prompts)
     mapping = _openrlhf_head(path, trust_remote_code)
     remote = {"trust_remote_code": trust_remote_code}
     try:  # TRL's load (num_labels=1): a one-output head whose config names no labels (as
@@ -254,6 +287,47 @@ def _reward_model(
         return rewards
 
     return score
+
+
+# the rounds' prompts, what names them ("prompt_file p.jsonl") and each one's row ("line 3"),
+# None where a prompt is named by its number
+PromptsToCheck = tuple[list[Text | ImagePrompt], str, list[str] | None]
+
+
+def check_templates(
+    tokenizer: Any, path: str, prompts: list[Text | ImagePrompt], label: str, places: Any
+) -> None:
+    """Render each conversation with the reward model's chat template (and a completion), as
+    the rounds will, so that a prompt it refuses is said before training in one line naming
+    its row: Skywork-Reward-Gemma-2's template refuses a system message, which stopped the run
+    at the first prompt to hold one, after rounds of sampling, as 'scoring failed
+    (TemplateError: System role not supported)', naming no row."""
+    refused = RefusedRows(label)
+    for number, prompt in enumerate(prompts, start=1):
+        args = prompt.template_args if isinstance(prompt, ImagePrompt) else None
+        messages = prompt_of(prompt)
+        if not isinstance(messages, list):
+            continue
+        try:
+            render_reward_input(tokenizer, messages, PROBE_COMPLETION, args)
+        except Exception as exc:  # raise_exception(...), the template's code failing
+            where = places[number - 1] if places else f"prompt {number}"
+            without = [message for message in messages if message["role"] != "system"]
+            hint = ""
+            if len(without) < len(messages):
+                with contextlib.suppress(Exception):
+                    render_reward_input(tokenizer, without, PROBE_COMPLETION, args)
+                    hint = (
+                        "; that template has no system turn (it renders the prompt without its "
+                        "system message): drop the system messages, or put their text in the "
+                        "first user message"
+                    )
+            refused.add(
+                where,
+                f"the chat template of reward_model_name_or_path '{path}' refused the prompt "
+                f"({first_line(exc)}){hint}",
+            )
+    refused.raise_if_any()
 
 
 def _pad_token(path: str, tokenizer: Any, config: Any) -> str:

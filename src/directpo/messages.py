@@ -160,7 +160,8 @@ def message_list(value: Any, key: str, key_allows_parts: bool = False) -> Messag
                 "bad message",
                 f"field '{key}': message {i} has "
                 + ("no role" if role is None else f"role {role!r}")
-                + f", expected one of {', '.join(MESSAGE_ROLES)}{_sharegpt_hint(message)}",
+                + f", expected one of {', '.join(MESSAGE_ROLES)}"
+                + (_foreign_role_hint(role) or _sharegpt_hint(message)),
             )
         if isinstance(content, list) and key_allows_parts:
             content = _content_parts(content, key, i)
@@ -185,6 +186,24 @@ def _one_message_hint(value: Any) -> str:
         ' (one message); write it as a list of messages, [{"role": "assistant", "content": ...}]'
         + _sharegpt_hint(value)
     )
+
+
+# Roles other formats name otherwise: Gemma's template writes the assistant's turn as "model"
+# (and Gemini's API names it so), which data exported in that form keeps; OpenAI's older
+# function calling names a tool's result "function". A template given these renders them as
+# the model never saw (or, Gemma's, as a turn directpo cannot tell is the reply).
+FOREIGN_ROLES = {
+    "model": ("assistant", "Gemma's template and Gemini's API name the assistant's turn 'model'"),
+    "function": ("tool", "OpenAI's older function calling names a tool's result 'function'"),
+}
+
+
+def _foreign_role_hint(role: Any) -> str:
+    """The role to write for one another format names (Gemma's 'model'), else ''."""
+    if not isinstance(role, str) or role not in FOREIGN_ROLES:
+        return ""
+    written, why = FOREIGN_ROLES[role]
+    return f"; write it {written!r} ({why}; the chat template writes each role its own way)"
 
 
 def _sharegpt_hint(message: dict) -> str:

@@ -35,8 +35,7 @@ def reward_input_ids(
     RewardTrainer prepared its rows (module docstring); ``template_args`` are the row's tools
     and chat_template_kwargs, for a conversation's template."""
     if isinstance(prompt, list):  # a conversation: the completion as the assistant turn
-        messages = with_completion(prompt, completion)
-        text = tokenizer.apply_chat_template(messages, tokenize=False, **(template_args or {}))
+        text = render_reward_input(tokenizer, prompt, completion, template_args)
         # the template writes its own special tokens (a second BOS would change the score)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token
@@ -46,6 +45,17 @@ def reward_input_ids(
     if eos and not completion.endswith(eos):
         completion += eos
     return tokenizer(prompt + completion)["input_ids"]
+
+
+def render_reward_input(
+    tokenizer: Any,
+    prompt: list[dict[str, Any]],
+    completion: str,
+    template_args: dict[str, Any] | None = None,
+) -> str:
+    """A conversation and its completion as the reward model's chat template writes them."""
+    messages = with_completion(prompt, completion)
+    return tokenizer.apply_chat_template(messages, tokenize=False, **(template_args or {}))
 
 
 def with_completion(prompt: list[dict[str, Any]], completion: str) -> list[dict[str, Any]]:

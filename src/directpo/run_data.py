@@ -11,7 +11,12 @@ from typing import Any
 
 import torch
 
-from directpo.chat_templates import replace_chat_template, writes_todays_date
+from directpo.chat_templates import (
+    generation_header,
+    no_generation_prompt_note,
+    replace_chat_template,
+    writes_todays_date,
+)
 from directpo.config import DPOConfig
 from directpo.data import load_preferences
 from directpo.data_sources import (
@@ -110,6 +115,8 @@ def load_run_data(
     tokenizer, processor = first or _load_tokenizer(config)
     if rows.train is not None and writes_todays_date(tokenizer, config, rows.train):
         echo(TODAYS_DATE_NOTE)
+    if rows.train is not None and (header := generation_header(tokenizer, config, rows.train)):
+        echo(no_generation_prompt_note(header))
     progress = is_main and not config.disable_tqdm
     train, evaluations = _tokenize_pairs(
         config, rows, tokenizer, processor, echo,
@@ -368,7 +375,7 @@ def _online_prompts_and_labeller(
     kwargs = config.chat_template_kwargs
     check_prompts(data.tokenizer, data.online_prompts, label, None, kwargs, places or None, noted)
     data.train_data = train_data or OnlineData(len(data.online_prompts), where)
-    data.labeller = load_labeller(config, device)
+    data.labeller = load_labeller(config, device, (data.online_prompts, label, places or None))
     args = (data.online_prompts, data.online_rows, data.tokenizer, config.max_steps)
     check_labeller(data.labeller, *args)
     if data.reward_fn is None:  # a reward model (or implicit one) alone: eval_generate's
