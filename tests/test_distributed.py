@@ -554,7 +554,11 @@ def test_an_error_of_one_rank_alone_is_said_by_that_rank(
     errors = [line[line.index(said) :] for line in done.stderr.splitlines() if said in line]
     knobs = failures_module.memory_knobs(config, lora=False)
     auto = "auto_find_batch_size: true"  # (a recipe's run: its keys)
-    oom = failures_module.OOM_HELP.format(step=2, kind="GPU", knobs=knobs, auto=auto)
+    oom = failures_module.OOM_HELP.format(
+        step=2, kind="GPU", knobs=knobs, auto=auto,
+        lower_batch="lower per_device_train_batch_size",
+        raise_accumulation="raise gradient_accumulation_steps",
+    )  # fmt: skip
     why = {
         ("oom", "1"): f"rank 1: {oom}",
         ("data", "1"): f"rank 1: {five_pairs}: no such file (on this node only)",
