@@ -1,0 +1,155 @@
+"""A folder's JSON files, read by datasets as one table: values it would change are refused,
+naming the file, line and field, as each file read alone says it (file_types.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from tiny import write_jsonl
+
+from directpo.data import load_preferences
+from directpo.data_sources import load_named_dataset
+from directpo.errors import DataError
+
+PAIR = {"prompt": "Q", "chosen": " Sure", "rejected": " No"}
+USER = {"role": "user", "content": "q"}
+ALONE = "or give the files as train_file (a list of paths: each file read alone)"
+
+
+def _folder(root: Path, files: dict[str, object]) -> None:
+    (root / "data").mkdir()
+    for name, rows in files.items():
+        if name.endswith(".jsonl"):
+            write_jsonl(root / "data" / name, rows)
+        else:
+            (root / "data" / name).write_text(json.dumps(rows))
+
+
+def _train(root: Path) -> object:
+    config = SimpleNamespace(
+        dataset_name="data", dataset_config=None, dataset_streaming=False,
+        dataset_train_split="train", dataset_test_split="test",
+    )  # fmt: skip
+    return load_named_dataset(config, "dataset_train_split", required="training")
+
+
+def _refused(root: Path) -> str:
+    with pytest.raises(DataError) as err:
+        _train(root)
+    return str(err.value)
+
+
+def test_a_number_among_a_files_strings_is_refused_not_json_encoded(tmp_path, monkeypatch):
+    """b.jsonl's "chosen": 5 beside its strings: datasets JSON-encoded every chosen of b.jsonl
+    (' Sure' trained as '" Sure"', 5 as '5'), silently; now refused as the file alone is."""
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, {"a.jsonl": [PAIR], "b.jsonl": [PAIR, {**PAIR, "chosen": 5}]})
+    assert _refused(tmp_path) == (
+        "dataset_name 'data': data/b.jsonl: line 2: field 'chosen' is a number (5), where "
+        "line 1's is a string: datasets reads a column of two types as JSON text (each of this "
+        "file's 'chosen' values, ' Sure' trained as '\" Sure\"'); give the field one type, "
+        f"{ALONE}"
+    )
+
+
+def test_a_later_files_numbers_or_booleans_are_refused_not_cast_to_text(tmp_path, monkeypatch):
+    """b.jsonl of "chosen": true (and a.jsonl of strings): trained as 'true'; now refused."""
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, {"a.jsonl": [PAIR], "b.jsonl": [{**PAIR, "chosen": True}]})
+    assert _refused(tmp_path) == (
+        "dataset_name 'data': data/b.jsonl: line 1: field 'chosen' is a boolean (true), where "
+        "data/a.jsonl's is a string: datasets reads a folder's files as one table, one type "
+        "per column, and would train its values as text (5 as '5', true as 'true'); give the "
+        f"field one type in every file, {ALONE}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "said"),
+    [
+        # a system column null in every row of the first file: "Couldn't cast ... to null"
+        ({**PAIR, "system": None}, {**PAIR, "system": "Be brief."},
+         "line 1: field 'system' is a string (\"Be brief.\"), where data/a.jsonl's is null in "
+         "every row"),
+        # a message's extra key (name) in a later file: "Couldn't cast array of type"
+        ({"chosen": [USER], "rejected": [USER]},
+         {"chosen": [{**USER, "name": "bob"}], "rejected": [USER]},
+         "line 1: field 'chosen' is a list of objects (role, content, name), where "
+         "data/a.jsonl's is a list of objects (role, content)"),
+        # a fraction after whole numbers: "Float value 1.500000 was truncated"
+        ({**PAIR, "score_chosen": 8}, {**PAIR, "score_chosen": 7.5},
+         "line 1: field 'score_chosen' is a number (7.5), where data/a.jsonl's is a whole "
+         "number"),
+    ],
+)  # fmt: skip
+def test_a_later_files_other_type_names_its_file_and_line(
+    tmp_path, monkeypatch, first, later, said
+):
+    """A load that failed in a line naming no file ("Couldn't cast array of type") now names
+    the file, the line and both types."""
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, {"a.jsonl": [first], "b.jsonl": [first, later]})
+    (tmp_path / "data" / "b.jsonl").write_text(json.dumps(later) + "\n")
+    assert _refused(tmp_path) == (
+        f"dataset_name 'data': data/b.jsonl: {said}: datasets reads a folder's files as one "
+        "table, one type per column, and would refuse them in a line that names no file; give "
+        f"the field one type in every file, {ALONE}"
+    )
+
+
+def test_a_field_of_one_file_only_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, {"a.jsonl": [PAIR], "b.jsonl": [{**PAIR, "system": "s"}]})
+    assert _refused(tmp_path) == (
+        "dataset_name 'data': data/a.jsonl: has no field 'system', which data/b.jsonl has: "
+        "datasets reads a folder's files as one table of the same columns; give every file the "
+        f"same fields, {ALONE}"
+    )
+
+
+def test_a_json_file_of_columns_is_refused_not_read_as_one_row(tmp_path, monkeypatch):
+    """{"prompt": [...], "chosen": [...], ...}: one row per file in datasets ("row 1: field
+    'prompt': message 1 is a string"), its rows as train_file."""
+    monkeypatch.chdir(tmp_path)
+    columns = {"prompt": ["p", "q"], "chosen": [" a", " b"], "rejected": [" c", " d"]}
+    _folder(tmp_path, {"a.json": columns, "b.json": columns})
+    assert _refused(tmp_path) == (
+        "dataset_name 'data': data/a.json: one JSON object holding 2 rows (columns, or rows "
+        "under a key), which datasets reads in a folder as one row; write its rows as JSON "
+        "Lines (a row a line), or give it as train_file, read as its rows"
+    )
+    assert len(load_preferences(["data/a.json", "data/b.json"])) == 4  # (the fix it names)
+
+
+def test_files_of_one_type_per_column_load_their_values_as_written(tmp_path, monkeypatch):
+    """The common case loads as before: a later file's nulls and whole numbers beside the
+    first's fractions keep their values; a .json list of rows is read too."""
+    monkeypatch.chdir(tmp_path)
+    rows = [{**PAIR, "score_chosen": 7.5}, {**PAIR, "chosen": " Yes", "score_chosen": None}]
+    _folder(
+        tmp_path,
+        {"a.jsonl": rows[:1], "b.jsonl": rows[1:], "c.json": [{**PAIR, "score_chosen": 3}]},
+    )
+    train = _train(tmp_path)
+    assert [row["chosen"] for row in train] == [" Sure", " Yes", " Sure"]
+    assert [row["score_chosen"] for row in train] == [7.5, None, 3.0]
+
+
+def test_a_mixtures_data_files_are_checked_as_a_folder(tmp_path, monkeypatch):
+    from directpo.data import Columns
+    from directpo.mixture import load_mixture
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "a.jsonl", [PAIR])
+    write_jsonl(tmp_path / "b.jsonl", [{**PAIR, "chosen": 5}])
+    mixture = {"datasets": [{"id": "json", "data_files": ["a.jsonl", "b.jsonl"]}], "seed": 1}
+    with pytest.raises(DataError) as err:
+        load_mixture(mixture, Columns())
+    assert str(err.value).startswith(
+        "dataset_mixture: json(a.jsonl and 1 more)[train]: b.jsonl: line 1: field 'chosen' is "
+        "a number (5), where a.jsonl's is a string"
+    )
+    assert str(err.value).endswith("or give each file as its own entry (id: its path, read alone)")
