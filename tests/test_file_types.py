@@ -153,3 +153,20 @@ def test_a_mixtures_data_files_are_checked_as_a_folder(tmp_path, monkeypatch):
         "a number (5), where a.jsonl's is a string"
     )
     assert str(err.value).endswith("or give each file as its own entry (id: its path, read alone)")
+
+
+def test_a_first_files_messages_of_other_keys_are_refused_not_read_as_strings(
+    tmp_path, monkeypatch
+):
+    """A message with a "name" beside ones without, in the folder's first file: datasets
+    JSON-encoded each message, refused as "message 1 is a string" of a file of objects."""
+    monkeypatch.chdir(tmp_path)
+    named = {"role": "assistant", "content": "x", "name": "n"}
+    row = {"chosen": [USER, named], "rejected": [USER, {"role": "assistant", "content": "y"}]}
+    _folder(tmp_path, {"a.jsonl": [row]})
+    assert _refused(tmp_path) == (
+        "dataset_name 'data': data/a.jsonl: line 1: field 'chosen': an object of keys (role, "
+        "content, name), where another on that line has (role, content): datasets reads "
+        "objects of other keys in a folder's first file as JSON text (each such 'chosen' "
+        f"object read as a string); give them the same keys, {ALONE}"
+    )

@@ -12,8 +12,11 @@ file is refused before the load, in one line naming the file, its line and the f
 directpo reads it alone; files of one type per column load as before.
 
 Cost: each plain JSON Lines file's types are read by pyarrow's JSON reader (C++, no Python
-row objects); a JSON document or a compressed file is read by directpo's reader. Rows are
-walked in Python only where a file is refused. A stream (dataset_streaming) is not read ahead.
+row objects), and the first file's first chunk parsed for objects of other keys, as datasets
+does: about 0.1 s for a folder of 20 files x 5,000 rows (19 MB), beside 0.4 s for datasets'
+first load of it (0.03 s from its cache). A JSON document or a compressed file is read by
+directpo's reader. Rows are walked in Python to find the line only where a file is refused.
+A stream (dataset_streaming) is not read ahead.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ def refuse_changed_values(files: Iterable[str], label: str, alone: str = ALONE) 
     """Refuse ``files`` (one split's, in datasets' order) where datasets' one table of them
     would change a value that directpo reads from each file alone, or fail naming no file;
     ``alone``: how the caller's files are read each alone instead."""
+    files = list(files)
+    if files and _is_json(files[0]):
+        _refuse_encoded_objects(files[0], label, alone)
     first: dict[str, tuple[Any, str]] = {}  # field: (its type in the first file with it, file)
     read: list[tuple[str, dict[str, Any]]] = []
     for path in files:
@@ -60,6 +66,79 @@ def refuse_changed_values(files: Iterable[str], label: str, alone: str = ALONE) 
                 f"one table, one type per column, and would {_would(kind, types[field])}; give "
                 f"the field one type in every file, {alone}"
             )
+
+
+def _refuse_encoded_objects(path: str, label: str, alone: str) -> None:
+    """The objects of other keys datasets' json builder finds in a folder's first file (a
+    message with a "name" beside ones without): it JSON-encodes each object at that place, in
+    every file, so each message reached directpo as a string ("message 1 is a string"), of a
+    file whose messages are objects. Refused, naming the first row whose keys differ."""
+    try:
+        from datasets.utils.json import find_mixed_struct_types_field_paths
+    except ImportError:  # (a datasets without it JSON-encodes none)
+        return
+    rows = _first_batch(path)
+    if not rows:
+        return
+    places = find_mixed_struct_types_field_paths([row for _, row in rows])
+    if not places:
+        return
+    place = places[0]
+    keys: tuple[str, ...] | None = None
+    for where, row in rows:
+        for item in _items_at(row, place):
+            if not isinstance(item, dict):
+                continue
+            if keys is None:
+                keys, first = tuple(item), where
+            elif set(item) != set(keys):
+                earlier = "another on that line" if first == where else f"{first}'s"
+                raise DataError(
+                    f"{label}: {_shown(path)}: {where}: field '{place[0]}': an object of keys "
+                    f"({', '.join(item)}), where {earlier} has ({', '.join(keys)}): datasets "
+                    f"reads objects of other keys in a folder's first file as JSON text (each "
+                    f"such '{place[0]}' object read as a string); give them the same keys, "
+                    f"{alone}"
+                )
+
+
+# what of a folder's first JSON Lines file datasets' json builder looks at for objects of
+# other keys: its first chunk (JsonConfig.chunksize) and the rest of that chunk's last line
+FIRST_BATCH = 10 << 20
+
+
+def _first_batch(path: str) -> list[tuple[str, Any]] | None:
+    """The rows of ``path``'s first chunk, as datasets' json builder reads them for objects of
+    other keys (a JSON document or compressed file: all its rows, read whole as it does)."""
+    import json
+
+    if not path.lower().endswith((".jsonl", ".ndjson")) or os.path.getsize(path) <= FIRST_BATCH:
+        return _rows(path)
+    with open(path, "rb") as handle:
+        batch = handle.read(FIRST_BATCH) + handle.readline()
+    rows = []
+    for number, line in enumerate(batch.splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                return None  # (a bad line: said as the file's rows are read)
+            if not isinstance(row, dict):
+                return None
+            rows.append((f"line {number}", row))
+    return rows
+
+
+def _items_at(value: Any, place: list[Any]) -> list[Any]:
+    """The values at ``place`` (datasets' field path: a key, or 0 for each item of a list)."""
+    if not place:
+        return [value]
+    step, rest = place[0], place[1:]
+    if step == 0 and isinstance(value, list):
+        return [found for item in value for found in _items_at(item, rest)]
+    if isinstance(value, dict) and step in value:
+        return _items_at(value[step], rest)
+    return []
 
 
 def _is_json(path: str) -> bool:
@@ -155,9 +234,20 @@ def _file_types(path: str, label: str, alone: str) -> dict[str, Any] | None:
         raise DataError(
             f"{label}: {_shown(path)}: {where}: field '{field}' is {_said(value)}, where "
             f"{before}'s is {_kind_at(rows, field)}: datasets reads a column of two types as "
-            f"JSON text (each of this file's '{field}' values, ' Sure' trained as "
-            f"'\" Sure\"'); give the field one type, {alone}"
+            f"JSON text (each of this file's '{field}' values{_encoded(rows, field)}); give "
+            f"the field one type, {alone}"
         ) from None
+
+
+def _encoded(rows: list[tuple[str, Any]], field: str) -> str:
+    """How the file's first text of ``field`` would be trained JSON-encoded: ' Sure' as
+    '" Sure"' (none where it is too long to show)."""
+    import json
+
+    text = next((row[field] for _, row in rows if isinstance(row.get(field), str)), None)
+    if text is None or len(text) > 30:
+        return ""
+    return f", {text!r} trained as {json.dumps(text, ensure_ascii=False)!r}"
 
 
 def _types(table: Any) -> dict[str, Any]:
