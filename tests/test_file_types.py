@@ -170,3 +170,19 @@ def test_a_first_files_messages_of_other_keys_are_refused_not_read_as_strings(
         "objects of other keys in a folder's first file as JSON text (each such 'chosen' "
         f"object read as a string); give them the same keys, {ALONE}"
     )
+
+
+def test_a_later_parquet_files_numbers_are_refused_not_cast_to_text(tmp_path, monkeypatch):
+    """b.parquet's chosen of int64 beside a.parquet's strings: trained as '5'; now refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist([PAIR]), tmp_path / "data" / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([{**PAIR, "chosen": 5}]), tmp_path / "data" / "b.parquet")
+    assert _refused(tmp_path).startswith(
+        "dataset_name 'data': data/b.parquet: row 1: field 'chosen' is a number (5), where "
+        "data/a.parquet's is a string: datasets reads a folder's files as one table, one type "
+        "per column, and would train its values as text (5 as '5', true as 'true')"
+    )

@@ -1,9 +1,9 @@
 """A folder's JSON files read by ``datasets`` as one table: the values it would change, refused.
 
 ``datasets.load_dataset`` of a local folder (dataset_name, a mixture entry's data_files) reads
-its JSON and JSON Lines files as ONE table, one type per column, where directpo's own reader
-(train_file, a list of files) reads each file alone. Its json builder JSON-encodes a column
-whose type changes within a file (``"chosen": 5`` beside strings: every chosen text of that
+its JSON, JSON Lines and Parquet files as ONE table, one type per column, where directpo's
+own reader (train_file, a list of files) reads each file alone. Its json builder JSON-encodes
+a column whose type changes within a file (``"chosen": 5`` beside strings: every chosen text of that
 file trained as ``"\\" Sure...\\""``, and 5 as ``"5"``), casts a later file's column to the
 first file's type (a file of ``"chosen": 5`` trained as ``"5"``, of ``true`` as ``"true"``),
 fails on the rest with a line that names no file ("Couldn't cast array of type string to
@@ -43,7 +43,8 @@ def refuse_changed_values(files: Iterable[str], label: str, alone: str = ALONE) 
     first: dict[str, tuple[Any, str]] = {}  # field: (its type in the first file with it, file)
     read: list[tuple[str, dict[str, Any]]] = []
     for path in files:
-        if _is_json(path) and (types := _file_types(path, label, alone)) is not None:
+        typed = _is_json(path) or path.lower().endswith(".parquet")
+        if typed and (types := _file_types(path, label, alone)) is not None:
             read.append((path, types))
             for field, kind in types.items():
                 first.setdefault(field, (kind, path))
@@ -214,6 +215,13 @@ def _file_types(path: str, label: str, alone: str) -> dict[str, Any] | None:
     or a JSON object datasets reads as one row, refused."""
     import pyarrow as pa
 
+    if path.lower().endswith(".parquet"):  # (its types written in it: no row read)
+        import pyarrow.parquet as pq
+
+        try:
+            return _types(pq.read_schema(path))
+        except (pa.ArrowInvalid, OSError):
+            return None  # (said as its rows are read)
     if path.lower().endswith((".jsonl", ".ndjson")):
         import pyarrow.json as paj
 
@@ -251,7 +259,8 @@ def _encoded(rows: list[tuple[str, Any]], field: str) -> str:
 
 
 def _types(table: Any) -> dict[str, Any]:
-    return {field.name: field.type for field in table.schema}
+    schema = getattr(table, "schema", table)
+    return {field.name: field.type for field in schema}
 
 
 def _rows(path: str) -> list[tuple[str, Any]] | None:
