@@ -37,7 +37,7 @@ def refuse_changed_values(files: Iterable[str], label: str, alone: str = ALONE) 
     """Refuse ``files`` (one split's, in datasets' order) where datasets' one table of them
     would change a value that directpo reads from each file alone, or fail naming no file;
     ``alone``: how the caller's files are read each alone instead."""
-    files = list(files)
+    files = [path for path in files if os.path.isfile(path)]  # (a hub's hf:// files: not read)
     if files and _is_json(files[0]):
         _refuse_encoded_objects(files[0], label, alone)
     first: dict[str, tuple[Any, str]] = {}  # field: (its type in the first file with it, file)
@@ -253,9 +253,12 @@ def _encoded(rows: list[tuple[str, Any]], field: str) -> str:
     import json
 
     text = next((row[field] for _, row in rows if isinstance(row.get(field), str)), None)
-    if text is None or len(text) > 30:
+    if text is None:
         return ""
-    return f", {text!r} trained as {json.dumps(text, ensure_ascii=False)!r}"
+    encoded = json.dumps(text, ensure_ascii=False)
+    if len(text) > 24:  # (its start, both ways)
+        text, encoded = f"{text[:20]}...", f"{encoded[:21]}...\""
+    return f", {text!r} trained as {encoded!r}"
 
 
 def _types(table: Any) -> dict[str, Any]:
