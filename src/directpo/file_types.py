@@ -257,7 +257,7 @@ def _encoded(rows: list[tuple[str, Any]], field: str) -> str:
         return ""
     encoded = json.dumps(text, ensure_ascii=False)
     if len(text) > 24:  # (its start, both ways)
-        text, encoded = f"{text[:20]}...", f"{encoded[:21]}...\""
+        text, encoded = f"{text[:20]}...", f'{encoded[:21]}..."'
     return f", {text!r} trained as {encoded!r}"
 
 
