@@ -186,3 +186,13 @@ def test_a_later_parquet_files_numbers_are_refused_not_cast_to_text(tmp_path, mo
         "data/a.parquet's is a string: datasets reads a folder's files as one table, one type "
         "per column, and would train its values as text (5 as '5', true as 'true')"
     )
+
+
+def test_a_file_changed_after_a_load_is_checked_again(tmp_path, monkeypatch):
+    """The files found to load as written are not read again (dataset_test_split's load of
+    the same folder), unless one changed since."""
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, {"a.jsonl": [PAIR], "b.jsonl": [PAIR]})
+    assert len(_train(tmp_path)) == 2
+    write_jsonl(tmp_path / "data" / "b.jsonl", [{**PAIR, "chosen": True}])
+    assert "data/b.jsonl: line 1: field 'chosen' is a boolean (true)" in _refused(tmp_path)

@@ -38,6 +38,28 @@ def refuse_changed_values(files: Iterable[str], label: str, alone: str = ALONE) 
     would change a value that directpo reads from each file alone, or fail naming no file;
     ``alone``: how the caller's files are read each alone instead."""
     files = [path for path in files if os.path.isfile(path)]  # (a hub's hf:// files: not read)
+    try:
+        versions = tuple(_version(path) for path in files)
+    except OSError:
+        versions = ()
+    if versions and versions in _PASSED:  # (dataset_test_split loads them again)
+        return
+    _refuse_changed(files, label, alone)
+    if versions:
+        _PASSED.add(versions)
+
+
+# the files (by path, size, modified) found to load as written: train's and the test split's
+# loads of one folder read them once
+_PASSED: set[tuple[tuple[str, int, int], ...]] = set()
+
+
+def _version(path: str) -> tuple[str, int, int]:
+    stat = os.stat(path)
+    return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _refuse_changed(files: list[str], label: str, alone: str) -> None:
     if files and _is_json(files[0]):
         _refuse_encoded_objects(files[0], label, alone)
     first: dict[str, tuple[Any, str]] = {}  # field: (its type in the first file with it, file)
