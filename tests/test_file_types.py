@@ -133,6 +133,7 @@ def test_files_of_one_type_per_column_load_their_values_as_written(tmp_path, mon
         tmp_path,
         {"a.jsonl": rows[:1], "b.jsonl": rows[1:], "c.json": [{**PAIR, "score_chosen": 3}]},
     )
+    (tmp_path / "data" / "0-empty.jsonl").write_text("")  # (no rows: no columns to compare)
     train = _train(tmp_path)
     assert [row["chosen"] for row in train] == [" Sure", " Yes", " Sure"]
     assert [row["score_chosen"] for row in train] == [7.5, None, 3.0]

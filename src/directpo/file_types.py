@@ -241,6 +241,8 @@ def _file_types(path: str, label: str, alone: str) -> dict[str, Any] | None:
         import pyarrow.parquet as pq
 
         try:
+            if pq.ParquetFile(path).metadata.num_rows == 0:
+                return None
             return _types(pq.read_schema(path))
         except (pa.ArrowInvalid, OSError):
             return None  # (said as its rows are read)
@@ -248,11 +250,12 @@ def _file_types(path: str, label: str, alone: str) -> dict[str, Any] | None:
         import pyarrow.json as paj
 
         try:
-            return _types(paj.read_json(path))
+            table = paj.read_json(path)
+            return _types(table) if table.num_rows else None  # (no rows: no columns to cast)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
             pass  # (a field of two types, a document, a bad line: read as directpo reads it)
     rows = _rows(path)
-    if rows is None:
+    if not rows:  # (unread, said as its rows are read; or of no rows, none to cast)
         return None
     _refuse_one_row_document(path, label, rows)
     try:
