@@ -125,18 +125,27 @@ def test_a_json_file_of_columns_is_refused_not_read_as_one_row(tmp_path, monkeyp
 
 
 def test_files_of_one_type_per_column_load_their_values_as_written(tmp_path, monkeypatch):
-    """The common case loads as before: a later file's nulls and whole numbers beside the
-    first's fractions keep their values; a .json list of rows is read too."""
+    """The common case loads as before: a later file's nulls, empty lists and whole numbers
+    beside the first's texts, lists and fractions keep their values; an empty file and a .json
+    list of rows are read too."""
     monkeypatch.chdir(tmp_path)
     rows = [{**PAIR, "score_chosen": 7.5}, {**PAIR, "chosen": " Yes", "score_chosen": None}]
     _folder(
         tmp_path,
-        {"a.jsonl": rows[:1], "b.jsonl": rows[1:], "c.json": [{**PAIR, "score_chosen": 3}]},
+        {
+            "a.jsonl": rows[:1],
+            "b.jsonl": rows[1:],
+            "c.json": [{**PAIR, "score_chosen": 3, "tags": None}],
+        },
     )
     (tmp_path / "data" / "0-empty.jsonl").write_text("")  # (no rows: no columns to compare)
+    with (tmp_path / "data" / "a.jsonl").open("a") as handle:  # (lists, and empty ones)
+        handle.write(json.dumps({**PAIR, "tags": ["x"], "score_chosen": 1.0}) + "\n")
+    write_jsonl(tmp_path / "data" / "b.jsonl", [{**rows[1], "tags": []}])
     train = _train(tmp_path)
-    assert [row["chosen"] for row in train] == [" Sure", " Yes", " Sure"]
-    assert [row["score_chosen"] for row in train] == [7.5, None, 3.0]
+    assert [row["chosen"] for row in train] == [" Sure", " Sure", " Yes", " Sure"]
+    assert [row["tags"] for row in train] == [None, ["x"], [], None]
+    assert [row["score_chosen"] for row in train] == [7.5, 1.0, None, 3.0]
 
 
 def test_a_mixtures_data_files_are_checked_as_a_folder(tmp_path, monkeypatch):
