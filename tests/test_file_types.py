@@ -135,16 +135,18 @@ def test_files_of_one_type_per_column_load_their_values_as_written(tmp_path, mon
         {
             "a.jsonl": rows[:1],
             "b.jsonl": rows[1:],
-            "c.json": [{**PAIR, "score_chosen": 3, "tags": None}],
+            "d.json": [{**PAIR, "score_chosen": 3, "tags": None, "turns": None}],
         },
     )
     (tmp_path / "data" / "0-empty.jsonl").write_text("")  # (no rows: no columns to compare)
     with (tmp_path / "data" / "a.jsonl").open("a") as handle:  # (lists, and empty ones)
-        handle.write(json.dumps({**PAIR, "tags": ["x"], "score_chosen": 1.0}) + "\n")
-    write_jsonl(tmp_path / "data" / "b.jsonl", [{**rows[1], "tags": []}])
+        handle.write(json.dumps({**PAIR, "tags": ["x"], "turns": [USER], "score_chosen": 1.0}))
+    reordered = {"content": "q", "role": "user"}  # (a message's keys in another order)
+    write_jsonl(tmp_path / "data" / "b.jsonl", [{**rows[1], "tags": [], "turns": [reordered]}])
     train = _train(tmp_path)
     assert [row["chosen"] for row in train] == [" Sure", " Sure", " Yes", " Sure"]
     assert [row["tags"] for row in train] == [None, ["x"], [], None]
+    assert [row["turns"] for row in train] == [None, [USER], [USER], None]
     assert [row["score_chosen"] for row in train] == [7.5, 1.0, None, 3.0]
 
 

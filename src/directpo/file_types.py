@@ -174,12 +174,13 @@ def _is_json(path: str) -> bool:
 def _cast_keeps(first: Any, later: Any) -> bool:
     """Whether datasets' cast of a later file's column of type ``later`` to the first file's
     ``first`` keeps every value: the same type, a column of nulls (None), a whole number as a
-    fraction's (1 as 1.0); within lists and objects of the same keys, each item so (a file's
-    empty lists, list<null>, beside another's lists of texts)."""
+    fraction's (1 as 1.0); within lists and objects of the same keys (in any order: datasets
+    casts them by name), each item so (a file's empty lists, list<null>, beside another's
+    lists of texts)."""
     import pyarrow as pa
 
-    if later == first or pa.types.is_null(later):
-        return True
+    if later == first or pa.types.is_null(later):  # (an object's keys in another order: cast
+        return True  # by name, below)
     if pa.types.is_floating(first) and pa.types.is_integer(later):
         return True
     lists = (pa.types.is_list, pa.types.is_large_list)
@@ -187,7 +188,7 @@ def _cast_keeps(first: Any, later: Any) -> bool:
         return _cast_keeps(first.value_type, later.value_type)
     if pa.types.is_struct(first) and pa.types.is_struct(later):
         names = [first.field(i).name for i in range(first.num_fields)]
-        if names != [later.field(i).name for i in range(later.num_fields)]:
+        if sorted(names) != sorted(later.field(i).name for i in range(later.num_fields)):
             return False
         return all(_cast_keeps(first.field(n).type, later.field(n).type) for n in names)
     return False
