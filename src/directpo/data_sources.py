@@ -19,6 +19,7 @@ from typing import Any
 
 from directpo.callers import said, spell_setting
 from directpo.errors import ConfigError, DataError, first_line
+from directpo.file_types import ALONE, ALONE_IN_A_MIXTURE, refuse_changed_values
 from directpo.hub import cache_only_where_unreachable, unreachable_reason
 from directpo.option_paths import builder_without_files
 from directpo.readers import COMPRESSED, compression_of
@@ -231,10 +232,20 @@ def dataset_splits(
         else:
             options = {key: value for key, value in options.items() if value is not None}
             offline = cache_only_where_unreachable(name)
+            local = not options.get("streaming") and (
+                os.path.isdir(name) or "data_files" in options
+            )
+            files = _split_files(name, dataset_config, options) if local else None
+            alone = ALONE if config_key == "dataset_config" else ALONE_IN_A_MIXTURE
+            if files is not None:  # (each file's own types: what one table of them changes)
+                for split_files in files.values():
+                    refuse_changed_values([str(path) for path in split_files], label, alone)
             with _failed_files(failed):
                 loaded = datasets.load_dataset(name, dataset_config, **options)
-            if not options.get("streaming") and (os.path.isdir(name) or "data_files" in options):
-                _remember_files(name, dataset_config, options, loaded)
+            if files is not None:
+                remember_split_files(loaded, files)
+    except DataError:
+        raise
     except Exception as exc:  # datasets raises many types: offline, missing, malformed
         why = f"; {unreachable_reason()}, so only the local cache was read" if offline else ""
         problem = _load_problem(exc, failed)
@@ -249,16 +260,18 @@ def dataset_splits(
     return loaded
 
 
-def _remember_files(name: str, dataset_config: str | None, options: Any, loaded: Any) -> None:
-    """The local files of each split ``load_dataset`` read, in its order (its builder's
-    data_files), so a bad row is said by its file and line (row_places)."""
+def _split_files(name: str, dataset_config: str | None, options: Any) -> Any:
+    """The local files of each split ``load_dataset`` reads, in its order (its builder's
+    data_files): their rows said by file and line (row_places), their JSON files' types
+    checked first (file_types); None where the builder cannot be made (said by the load)."""
     import datasets
 
     try:
         builder = datasets.load_dataset_builder(name, dataset_config, **options)
     except Exception:  # (datasets raises many types; the rows keep their place in the whole)
-        return
-    remember_split_files(loaded, builder.config.data_files)
+        return None
+    files = builder.config.data_files
+    return files if hasattr(files, "items") and hasattr(files, "get") else None
 
 
 def hub_cache_snapshot(name: str, label: str) -> str:

@@ -1,0 +1,210 @@
+"""A folder's JSON files, read by datasets as one table: values it would change are refused,
+naming the file, line and field, as each file read alone says it (file_types.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from tiny import write_jsonl
+
+from directpo.data import load_preferences
+from directpo.data_sources import load_named_dataset
+from directpo.errors import DataError
+
+PAIR = {"prompt": "Q", "chosen": " Sure", "rejected": " No"}
+USER = {"role": "user", "content": "q"}
+ALONE = "or give the files as train_file (a list of paths: each file read alone)"
+
+
+def _folder(root: Path, files: dict[str, object]) -> None:
+    (root / "data").mkdir()
+    for name, rows in files.items():
+        if name.endswith(".jsonl"):
+            write_jsonl(root / "data" / name, rows)
+        else:
+            (root / "data" / name).write_text(json.dumps(rows))
+
+
+def _train(root: Path) -> object:
+    config = SimpleNamespace(
+        dataset_name="data", dataset_config=None, dataset_streaming=False,
+        dataset_train_split="train", dataset_test_split="test",
+    )  # fmt: skip
+    return load_named_dataset(config, "dataset_train_split", required="training")
+
+
+def _refused(root: Path) -> str:
+    with pytest.raises(DataError) as err:
+        _train(root)
+    return str(err.value)
+
+
+def test_a_number_among_a_files_strings_is_refused_not_json_encoded(tmp_path, monkeypatch):
+    """b.jsonl's "chosen": 5 beside its strings: datasets JSON-encoded every chosen of b.jsonl
+    (' Sure' trained as '" Sure"', 5 as '5'), silently; now refused as the file alone is."""
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, {"a.jsonl": [PAIR], "b.jsonl": [PAIR, {**PAIR, "chosen": 5}]})
+    assert _refused(tmp_path) == (
+        "dataset_name 'data': data/b.jsonl: line 2: field 'chosen' is a number (5), where "
+        "line 1's is a string: datasets reads a column of two types as JSON text (each of this "
+        "file's 'chosen' values, ' Sure' trained as '\" Sure\"'); give the field one type, "
+        f"{ALONE}"
+    )
+
+
+def test_a_later_files_numbers_or_booleans_are_refused_not_cast_to_text(tmp_path, monkeypatch):
+    """b.jsonl of "chosen": true (and a.jsonl of strings): trained as 'true'; now refused."""
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, {"a.jsonl": [PAIR], "b.jsonl": [{**PAIR, "chosen": True}]})
+    assert _refused(tmp_path) == (
+        "dataset_name 'data': data/b.jsonl: line 1: field 'chosen' is a boolean (true), where "
+        "data/a.jsonl's is a string: datasets reads a folder's files as one table, one type "
+        "per column, and would train its values as text (5 as '5', true as 'true'); give the "
+        f"field one type in every file, {ALONE}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "said"),
+    [
+        # a system column null in every row of the first file: "Couldn't cast ... to null"
+        ({**PAIR, "system": None}, {**PAIR, "system": "Be brief."},
+         "line 1: field 'system' is a string (\"Be brief.\"), where data/a.jsonl's is null in "
+         "every row"),
+        # a message's extra key (name) in a later file: "Couldn't cast array of type"
+        ({"chosen": [USER], "rejected": [USER]},
+         {"chosen": [{**USER, "name": "bob"}], "rejected": [USER]},
+         "line 1: field 'chosen' is a list of objects (role, content, name), where "
+         "data/a.jsonl's is a list of objects (role, content)"),
+        # a fraction after whole numbers: "Float value 1.500000 was truncated"
+        ({**PAIR, "score_chosen": 8}, {**PAIR, "score_chosen": 7.5},
+         "line 1: field 'score_chosen' is a number (7.5), where data/a.jsonl's is a whole "
+         "number"),
+    ],
+)  # fmt: skip
+def test_a_later_files_other_type_names_its_file_and_line(
+    tmp_path, monkeypatch, first, later, said
+):
+    """A load that failed in a line naming no file ("Couldn't cast array of type") now names
+    the file, the line and both types."""
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, {"a.jsonl": [first], "b.jsonl": [first, later]})
+    (tmp_path / "data" / "b.jsonl").write_text(json.dumps(later) + "\n")
+    assert _refused(tmp_path) == (
+        f"dataset_name 'data': data/b.jsonl: {said}: datasets reads a folder's files as one "
+        "table, one type per column, and would refuse them in a line that names no file; give "
+        f"the field one type in every file, {ALONE}"
+    )
+
+
+def test_a_field_of_one_file_only_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, {"a.jsonl": [PAIR], "b.jsonl": [{**PAIR, "system": "s"}]})
+    assert _refused(tmp_path) == (
+        "dataset_name 'data': data/a.jsonl: has no field 'system', which data/b.jsonl has: "
+        "datasets reads a folder's files as one table of the same columns; give every file the "
+        f"same fields, {ALONE}"
+    )
+
+
+def test_a_json_file_of_columns_is_refused_not_read_as_one_row(tmp_path, monkeypatch):
+    """{"prompt": [...], "chosen": [...], ...}: one row per file in datasets ("row 1: field
+    'prompt': message 1 is a string"), its rows as train_file."""
+    monkeypatch.chdir(tmp_path)
+    columns = {"prompt": ["p", "q"], "chosen": [" a", " b"], "rejected": [" c", " d"]}
+    _folder(tmp_path, {"a.json": columns, "b.json": columns})
+    assert _refused(tmp_path) == (
+        "dataset_name 'data': data/a.json: one JSON object holding 2 rows (columns, or rows "
+        "under a key), which datasets reads in a folder as one row; write its rows as JSON "
+        "Lines (a row a line), or give it as train_file, read as its rows"
+    )
+    assert len(load_preferences(["data/a.json", "data/b.json"])) == 4  # (the fix it names)
+
+
+def test_files_of_one_type_per_column_load_their_values_as_written(tmp_path, monkeypatch):
+    """The common case loads as before: a later file's nulls, empty lists and whole numbers
+    beside the first's texts, lists and fractions keep their values; an empty file and a .json
+    list of rows are read too."""
+    monkeypatch.chdir(tmp_path)
+    rows = [{**PAIR, "score_chosen": 7.5}, {**PAIR, "chosen": " Yes", "score_chosen": None}]
+    _folder(
+        tmp_path,
+        {
+            "a.jsonl": rows[:1],
+            "b.jsonl": rows[1:],
+            "d.json": [{**PAIR, "score_chosen": 3, "tags": None, "turns": None}],
+        },
+    )
+    (tmp_path / "data" / "0-empty.jsonl").write_text("")  # (no rows: no columns to compare)
+    with (tmp_path / "data" / "a.jsonl").open("a") as handle:  # (lists, and empty ones)
+        handle.write(json.dumps({**PAIR, "tags": ["x"], "turns": [USER], "score_chosen": 1.0}))
+    reordered = {"content": "q", "role": "user"}  # (a message's keys in another order)
+    write_jsonl(tmp_path / "data" / "b.jsonl", [{**rows[1], "tags": [], "turns": [reordered]}])
+    train = _train(tmp_path)
+    assert [row["chosen"] for row in train] == [" Sure", " Sure", " Yes", " Sure"]
+    assert [row["tags"] for row in train] == [None, ["x"], [], None]
+    assert [row["turns"] for row in train] == [None, [USER], [USER], None]
+    assert [row["score_chosen"] for row in train] == [7.5, 1.0, None, 3.0]
+
+
+def test_a_mixtures_data_files_are_checked_as_a_folder(tmp_path, monkeypatch):
+    from directpo.data import Columns
+    from directpo.mixture import load_mixture
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "a.jsonl", [PAIR])
+    write_jsonl(tmp_path / "b.jsonl", [{**PAIR, "chosen": 5}])
+    mixture = {"datasets": [{"id": "json", "data_files": ["a.jsonl", "b.jsonl"]}], "seed": 1}
+    with pytest.raises(DataError) as err:
+        load_mixture(mixture, Columns())
+    assert str(err.value).startswith(
+        "dataset_mixture: json(a.jsonl and 1 more)[train]: b.jsonl: line 1: field 'chosen' is "
+        "a number (5), where a.jsonl's is a string"
+    )
+    assert str(err.value).endswith("or give each file as its own entry (id: its path, read alone)")
+
+
+def test_a_first_files_messages_of_other_keys_are_refused_not_read_as_strings(
+    tmp_path, monkeypatch
+):
+    """A message with a "name" beside ones without, in the folder's first file: datasets
+    JSON-encoded each message, refused as "message 1 is a string" of a file of objects."""
+    monkeypatch.chdir(tmp_path)
+    named = {"role": "assistant", "content": "x", "name": "n"}
+    row = {"chosen": [USER, named], "rejected": [USER, {"role": "assistant", "content": "y"}]}
+    _folder(tmp_path, {"a.jsonl": [row]})
+    assert _refused(tmp_path) == (
+        "dataset_name 'data': data/a.jsonl: line 1: field 'chosen': an object of keys (role, "
+        "content, name), where another on that line has (role, content): datasets reads "
+        "objects of other keys in a folder's first file as JSON text (each such 'chosen' "
+        f"object read as a string); give them the same keys, {ALONE}"
+    )
+
+
+def test_a_later_parquet_files_numbers_are_refused_not_cast_to_text(tmp_path, monkeypatch):
+    """b.parquet's chosen of int64 beside a.parquet's strings: trained as '5'; now refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist([PAIR]), tmp_path / "data" / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([{**PAIR, "chosen": 5}]), tmp_path / "data" / "b.parquet")
+    assert _refused(tmp_path).startswith(
+        "dataset_name 'data': data/b.parquet: row 1: field 'chosen' is a number (5), where "
+        "data/a.parquet's is a string: datasets reads a folder's files as one table, one type "
+        "per column, and would train its values as text (5 as '5', true as 'true')"
+    )
+
+
+def test_a_file_changed_after_a_load_is_checked_again(tmp_path, monkeypatch):
+    """The files found to load as written are not read again (dataset_test_split's load of
+    the same folder), unless one changed since."""
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path, {"a.jsonl": [PAIR], "b.jsonl": [PAIR]})
+    assert len(_train(tmp_path)) == 2
+    write_jsonl(tmp_path / "data" / "b.jsonl", [{**PAIR, "chosen": True}])
+    assert "data/b.jsonl: line 1: field 'chosen' is a boolean (true)" in _refused(tmp_path)
