@@ -1706,10 +1706,11 @@ def test_a_dataset_folder_whose_files_differ_names_the_file_and_its_columns(
         monkeypatch.setattr(handler, "stream", printed)
     with pytest.raises(DataError) as refused:
         dataset_splits(str(tmp_path), None, "x", "train")
-    assert str(refused.value) == (
-        f"x: cannot load ({tmp_path / 'data' / 'train-00001-of-00002.parquet'}: its columns are "
-        "not those of the other files (or of the card's dataset_info): score_chosen beside "
-        "theirs)"
+    first, second = (tmp_path / "data" / f"train-0000{i}-of-00002.parquet" for i in (0, 1))
+    assert str(refused.value) == (  # (file_types.py says it before datasets loads the folder)
+        f"x: {first}: has no field 'score_chosen', which {second} has: datasets reads a "
+        "folder's files as one table of the same columns; give every file the same fields, or "
+        "give the files as train_file (a list of paths: each file read alone)"
     )
     assert "Couldn't cast" not in printed.getvalue()  # (datasets' 20 lines, said in one)
 
