@@ -456,6 +456,18 @@ def test_a_refusal_after_the_load_says_a_flag_beside_a_recipe_as_the_flag(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("directpo: error: dataset_test_split: train is dataset_train_split "), err
+    # the data's refusals, read once the run is set up: --chosen_column foo was told the
+    # recipe's 'set chosen_column / rejected_column'
+    from tiny import SENTIMENT_PAIRS, write_jsonl
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:2])
+    recipe.write_text(f"model_name_or_path: {model}\ntrain_file: {pairs}\nreport_to: none\n")
+    assert main([*argv, "--chosen_column", "foo"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'foo' not found" in err and "; give --chosen_column / " in err, err
+    recipe.write_text(recipe.read_text() + "chosen_column: foo\n")
+    assert main(argv) == 2
+    assert "; set chosen_column / rejected_column" in capsys.readouterr().err
 
 
 def test_a_mixtures_test_split_beside_eval_dataset_is_said_with_the_mixtures_rows(
