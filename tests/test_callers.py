@@ -1007,10 +1007,16 @@ def test_a_tracker_a_kernel_and_a_closed_think_block_are_said_as_each_caller_wri
             check_device(config, "cpu")
         assert str(refused.value).startswith(f"{kernel} on CUDA only"), str(refused.value)
     assert f"empty <think></think> ({thinking} without" in closed(Caller(spelling, Entry.TRAIN))
-    assert (
-        "(enable_thinking false, set by a row's chat_template_kwargs or the run's config.yaml)"
-        in (closed(Caller(spelling, Entry.FOLDER)))
+    assert "so no reply can think after it: to train replies that reason" in closed(
+        Caller(spelling, Entry.TRAIN)
     )
+    for entry in (Entry.FOLDER, Entry.IMPLICIT_REWARD):  # (score, rank: told 'to train')
+        said = closed(Caller(spelling, entry))
+        assert (
+            "(enable_thinking false, set by a row's chat_template_kwargs or the run's config.yaml)"
+            in said
+        )
+        assert "to score replies that reason" in said and "train" not in said, said
 
 
 def test_what_lowers_a_steps_memory_is_said_as_each_caller_sets_options() -> None:

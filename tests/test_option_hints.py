@@ -17,15 +17,14 @@ from directpo.option_loading import load_options
 @pytest.mark.parametrize(
     "argv, said",
     [
-        (
-            ["score", "--model", "run/"],
-            "unknown option '--model'; did you mean '--model_name_or_path'?",
-        ),
-        (["rank", "--model", "run/"], "did you mean '--model_name_or_path'?"),
-        (["generate", "--model", "run/"], "did you mean '--model_name_or_path'?"),
-        # (train reads the flag's value: the setting said with it, not only the name to retype)
+        # (every command reads the flag's value: the setting said with it, not only the name
+        # to retype; score, rank and generate said "did you mean" to a value after a space)
+        (["score", "--model", "run/"], "unknown option '--model'; give --model_name_or_path run/"),
+        (["rank", "--model", "run/"], "give --model_name_or_path run/"),
+        (["generate", "--model", "run/"], "give --model_name_or_path run/"),
         (["train", "--model", "run/"], "unknown option '--model'; give --model_name_or_path run/"),
-        (["score", "--model_path", "run/"], "did you mean '--model_name_or_path'?"),
+        (["score", "--model_path", "run/"], "give --model_name_or_path run/"),
+        (["score", "--model", "--input", "a.jsonl"], "did you mean '--model_name_or_path'?"),
         (["score", "--dataset", "a.jsonl"], "unknown option '--dataset'; did you mean '--input'?"),
         (["generate", "--data", "a.jsonl"], "did you mean '--input'?"),
         # (told 'did you mean --data_seed?', which orders the pairs)
@@ -35,15 +34,15 @@ from directpo.option_loading import load_options
         (["generate", "--epochs", "2"], "--num_train_epochs is an option of directpo train"),
         (["demo", "--batch_size", "2"], "--batch_size is an option of directpo score, rank and"),
         (["train", "--validation_file", "e.jsonl"], "did you mean '--eval_file'?"),
-        (["generate", "--max_tokens", "8"], "did you mean '--max_new_tokens'?"),
+        (["generate", "--max_tokens", "8"], "give --max_new_tokens 8"),
         # TRL's sampling trainers' names (told it is train's option; 'did you mean
         # --generation_kwargs?')
-        (["generate", "--max_completion_length", "8"], "did you mean '--max_new_tokens'?"),
-        (["generate", "--num_generations", "4"], "did you mean '--num_return_sequences'?"),
+        (["generate", "--max_completion_length", "8"], "give --max_new_tokens 8"),
+        (["generate", "--num_generations", "4"], "give --num_return_sequences 4"),
         (["train", "--num_generations", "4"], "give --online_samples_per_prompt 4"),
         # (told 'did you mean --auto_find_batch_size?')
         (["train", "--generation_batch_size", "8"], "give --online_prompts_per_round 8"),
-        (["generate", "--generation_batch_size", "8"], "did you mean '--batch_size'?"),
+        (["generate", "--generation_batch_size", "8"], "give --batch_size 8"),
         # the command whose option a spelling means (told train's online_samples_per_prompt)
         (
             ["score", "--num_generations", "4"],
@@ -69,8 +68,10 @@ from directpo.option_loading import load_options
         (["generate", "--beta", "1"], "--beta is an option of directpo train, score and rank, not"),
         (["train", "--input", "a.jsonl"], "unknown option '--input'; did you mean '--train_file'?"),
         # one-letter flags other CLIs take, and --config misspelt
-        (["score", "-m", "run/"], "unknown option '-m'; did you mean '--model_name_or_path'?"),
-        (["generate", "-o", "x.jsonl"], "unknown option '-o'; did you mean '--output'?"),
+        (["score", "-m", "run/"], "unknown option '-m'; give --model_name_or_path run/"),
+        (["train", "-m", "run/"], "unknown option '-m'; give --model_name_or_path run/"),
+        (["score", "-m"], "unknown option '-m'; did you mean '--model_name_or_path'?"),
+        (["generate", "-o", "x.jsonl"], "unknown option '-o'; give --output x.jsonl"),
         (["train", "-c", "r.yaml"], "unknown option '-c'; did you mean '--config'?"),
         (["train", "--conifg", "r.yaml"], "unknown option '--conifg'; did you mean '--config'?"),
         # a flag before the command (--lr was told 'did you mean --help?')
@@ -330,6 +331,8 @@ def test_another_tools_spelling_with_its_value_is_told_the_setting_as_each_calle
         (["train", "--grad_accum", "4"], "give --gradient_accumulation_steps 4"),
         (["train", "--data", "a.jsonl"], "unknown option '--data'; give --train_file a.jsonl"),
         (["score", "--model=run/"], "unknown option '--model'; give --model_name_or_path run/"),
+        (["score", "--model", "run/"], "unknown option '--model'; give --model_name_or_path run/"),
+        (["rank", "--input", "a.jsonl", "--ref", "r/"], "give --ref_model_name_or_path r/"),
         (["train", "--model"], "unknown option '--model'; did you mean '--model_name_or_path'?"),
         (["train", "--data", "org/prefs"], "'--data'; did you mean '--train_file'?"),
         (["train", "--mixed_precision", "bf16"], "did you mean '--dtype'?"),

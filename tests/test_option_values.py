@@ -155,3 +155,23 @@ def test_a_mappings_python_objects_are_the_values_they_stand_for(tmp_path: Path)
         model_name_or_path="m", model_init_kwargs={"device_map": {"": torch.device("cpu")}}
     )
     assert placed.model_init_kwargs == {"device_map": {"": "cpu"}}
+
+
+def test_a_recipes_number_is_said_as_its_text_writes_it(tmp_path) -> None:
+    """A recipe's 'beta: .inf' was refused as 'got inf' and 'beta: -1_0' as 'got -10', texts
+    the file does not hold (a search for them finds nothing): a recipe's number is said as
+    written; a flag's over it as the flag's text, and a mapping (no text) as read."""
+
+    def refusal(text: str, **overrides) -> str:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(f"model_name_or_path: m\nbeta: {text}\n")
+        with pytest.raises(ConfigError) as refused:
+            load_config(str(recipe), overrides)
+        return str(refused.value)
+
+    assert refusal(".inf").endswith("beta must be a finite number, got .inf")
+    assert refusal("-.Inf").endswith("beta must be a finite number, got -.Inf")
+    assert refusal("-1_0").endswith("beta must be > 0 (got -1_0)")
+    assert refusal("-1_0", beta="-3").endswith("beta must be > 0 (got -3)")
+    with pytest.raises(ConfigError, match=r"beta must be a finite number, got inf$"):
+        load_config({"model_name_or_path": "m", "beta": float("inf")})

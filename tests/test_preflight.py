@@ -434,6 +434,42 @@ def test_a_test_split_that_is_the_train_split_is_refused_before_it_is_read(
         train(config, eval_dataset=SENTIMENT_PAIRS, echo=lambda _: None)
 
 
+def test_a_refusal_after_the_load_says_a_flag_beside_a_recipe_as_the_flag(
+    tiny_model_dirs, tmp_path, capsys
+) -> None:
+    """'directpo train r.yaml --dataset_test_split train' was told the recipe's
+    'dataset_test_split: train is dataset_train_split too', a key r.yaml lacks: the checks
+    after the load (check_run's) now say each option as its source wrote it, as the load's
+    own refusals do; the recipe's own key is still said as its key."""
+    folder = tmp_path / "prefs"
+    folder.mkdir()
+    recipe = tmp_path / "r.yaml"
+    model = tiny_model_dirs["gpt2"]
+    recipe.write_text(f"model_name_or_path: {model}\ndataset_name: {folder}\nreport_to: none\n")
+    argv = ["train", str(recipe), "--output_dir", str(tmp_path / "out")]
+    assert main([*argv, "--dataset_test_split", "train"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("directpo: error: --dataset_test_split train is dataset_train_split "), (
+        err
+    )
+    recipe.write_text(recipe.read_text() + "dataset_test_split: train\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("directpo: error: dataset_test_split: train is dataset_train_split "), err
+    # the data's refusals, read once the run is set up: --chosen_column foo was told the
+    # recipe's 'set chosen_column / rejected_column'
+    from tiny import SENTIMENT_PAIRS, write_jsonl
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:2])
+    recipe.write_text(f"model_name_or_path: {model}\ntrain_file: {pairs}\nreport_to: none\n")
+    assert main([*argv, "--chosen_column", "foo"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'foo' not found" in err and "; give --chosen_column / " in err, err
+    recipe.write_text(recipe.read_text() + "chosen_column: foo\n")
+    assert main(argv) == 2
+    assert "; set chosen_column / rejected_column" in capsys.readouterr().err
+
+
 def test_a_mixtures_test_split_beside_eval_dataset_is_said_with_the_mixtures_rows(
     tiny_model_dirs, tmp_path
 ) -> None:

@@ -878,3 +878,46 @@ def test_score_and_rank_call_the_tokenizer_once_per_batch_of_rows(
         f"directpo: error: {data}: line 2: the chat template refused the row (no system)"
         f"{NO_SYSTEM_TURN_FOLDER}; line 3: missing field"
     )
+
+
+def test_a_template_without_a_generation_prompt_is_noted_by_score_and_rank(
+    models, tmp_path
+) -> None:
+    """A model folder whose chat template has no add_generation_prompt branch scores each
+    completion with the assistant's header as its first tokens: train and generate said so,
+    score and rank said nothing. Now they say it before loading (once, naming the header);
+    the header's log-ratio is the same for both replies of a pair, so the margin is the one a
+    template that writes the header gives. A folder whose template writes it says nothing."""
+    from tiny import CHATML_TEMPLATE
+
+    policy = tmp_path / "policy"
+    shutil.copytree(models[0], policy)
+    chat = [{"role": "user", "content": "Hi"}]
+    pair = write_jsonl(tmp_path / "pair.jsonl", [{
+        "prompt": chat, "chosen": [{"role": "assistant", "content": "Good day"}],
+        "rejected": [{"role": "assistant", "content": "Go away"}],
+    }])  # fmt: skip
+    ranks = write_jsonl(tmp_path / "rank.jsonl", [{"prompt": chat, "responses": [
+        [{"role": "assistant", "content": "Good day"}], [{"role": "assistant", "content": "No"}]
+    ]}])  # fmt: skip
+    without = CHATML_TEMPLATE.split("{% if add_generation_prompt %}")[0]
+    notes, margins = {}, {}
+    for name, template in (("without", without), ("with", CHATML_TEMPLATE)):
+        (policy / "chat_template.jinja").write_text(template)
+        said: list[str] = []
+        scored = options(ScoreOptions, (policy, models[1]), pair, tmp_path / f"{name}.s.jsonl")
+        score_file(scored, said.append)
+        margins[name] = read(tmp_path / f"{name}.s.jsonl")[0]["margin"]
+        ranked = options(RankOptions, (policy, models[1]), ranks, tmp_path / f"{name}.r.jsonl")
+        rank_file(ranked, said.append)
+        notes[name] = [line for line in said if "generation prompt" in line]
+    note = (
+        "note: the chat template writes no generation prompt (it has no add_generation_prompt "
+        "branch), so each completion is scored with the assistant turn's header "
+        "('<|im_start|>assistant\\n') as its first tokens: every reward of a prompt holds the "
+        "header's log-ratio (the same for each completion: margins and rankings are "
+        "unchanged); give a template that writes it in the model folder's chat template (its "
+        "chat_template.jinja)"
+    )
+    assert notes == {"without": [note, note], "with": []}
+    assert margins["without"] == pytest.approx(margins["with"], abs=1e-4)

@@ -19,6 +19,7 @@ from tiny import (
 
 from directpo import run_data
 from directpo.data import PreferenceExample
+from directpo.errors import DataError
 from directpo.run_data import load_run_data
 
 USER = {"role": "user", "content": "weather in Paris?"}
@@ -615,3 +616,32 @@ def test_a_template_without_a_generation_prompt_is_noted_with_the_header_it_trai
         "bare": [],
         "with": [],
     }
+
+
+def test_a_bad_file_of_prompts_is_said_before_any_pair_is_tokenized(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """train r.yaml --online --prompt_file bad.jsonl tokenized r.yaml's train_file (minutes
+    for 100k pairs) before it said the prompt file's bad row; eval_prompts_file's alike. Both
+    files' rows are now read (their shapes need no tokenizer) before any pair is tokenized."""
+    folder = save_tiny_model("gpt2", tmp_path / "m")
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text("def size(prompts, completions, **kw):\n    return [0.0 for _ in prompts]\n")
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", SENTIMENT_PAIRS[:2])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "fine"}, {"question": "no prompt"}])
+
+    def tokenize(*args, **kwargs):
+        raise AssertionError("the pairs were tokenized before the file of prompts was read")
+
+    monkeypatch.setattr(run_data, "_tokenize_pairs", tokenize)
+    for option, more in (
+        ("prompt_file", {"online": True}),
+        ("eval_prompts_file", {"eval_generate": 1}),
+    ):
+        config = tiny_config(
+            folder, pairs, tmp_path / "out", reward_fn=f"{rewards}:size", **more,
+            **{option: str(bad)},
+        )  # fmt: skip
+        with pytest.raises(DataError) as refused:
+            load_run_data(config, None, None, torch.device("cpu"), lambda line: None)
+        assert f"{bad}: line 2" in str(refused.value), str(refused.value)

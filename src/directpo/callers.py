@@ -315,6 +315,20 @@ def spell_entry(name: str, key: Any) -> str:
     return f"{name}: {spell_value(key)}"
 
 
+def _overrides_written(config: Any) -> dict[str, Spelling]:
+    """The options the overrides of a file loaded with them set, and their spelling."""
+    written = getattr(config, "__dict__", {}).get("_written_by") or {}
+    return {key: said for key, said in written.items() if said is not Spelling.RECIPE}
+
+
+def as_loaded(config: Any) -> contextlib.AbstractContextManager[set[str]]:
+    """Checks after the load saying each option as its source wrote it, as the load does:
+    'directpo train r.yaml --dataset_test_split train' was told the recipe's
+    'dataset_test_split: train is ...', a key it lacks, where the flag is '--dataset_test_split
+    train'. (An option no source set is said in the caller's words.)"""
+    return options_written_by(_overrides_written(config))
+
+
 @contextlib.contextmanager
 def in_askers_words(config: Any, asked_by: str, unset: Collection[str]) -> Iterator[None]:
     """A check after the load, whose line says to set ``unset`` options because ``asked_by``
@@ -325,7 +339,7 @@ def in_askers_words(config: Any, asked_by: str, unset: Collection[str]) -> Itera
     remove eval_steps', keys it lacks, where the flag without a file is told 'give --eval_file
     ..., or remove --eval_steps 5'. Else the caller's."""
     written = getattr(config, "__dict__", {}).get("_written_by") or {}
-    overrides = {key: said for key, said in written.items() if said is not Spelling.RECIPE}
+    overrides = _overrides_written(config)
     said = overrides.get(asked_by)
     with options_written_by(overrides):
         if said in (None, caller().spelling) or any(name in written for name in unset):

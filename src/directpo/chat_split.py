@@ -138,18 +138,21 @@ def thinking_closed() -> str:
     where enable_thinking false comes from as the caller sets it: train's chat_template_kwargs
     option as its recipe, flags or keywords write it (a recipe's 'enable_thinking: false' was
     said to every caller), score's / rank's / generate's rows and the run's config.yaml."""
+    # (score and rank were told 'to train replies that reason': they score them, train nothing)
+    verb, without = "train", "train without thinking"
     if caller().entry is Entry.TRAIN:
         off = said("chat_template_kwargs", {"enable_thinking": False})
         where = f"set by {off} or a row's own chat_template_kwargs"
     else:  # (score, rank, generate, ImplicitReward: the rows' and the trained run's)
+        verb, without = "score", "score them without it"  # (rank scores each candidate)
         where = (
             "enable_thinking false, set by a row's chat_template_kwargs or the run's config.yaml"
         )
     return (
         "the completion holds reasoning (<think>...</think> or reasoning_content), but the chat "
         f"template ends the prompt with an empty <think></think> ({where}), so no reply can "
-        "think after it: to train replies that reason, drop enable_thinking false (or set it "
-        f"{spell_value(True)}); to train without thinking, remove the <think>...</think> "
+        f"think after it: to {verb} replies that reason, drop enable_thinking false (or set it "
+        f"{spell_value(True)}); to {without}, remove the <think>...</think> "
         "blocks (and reasoning_content) from the replies"
     )
 

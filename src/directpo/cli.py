@@ -49,6 +49,7 @@ from directpo.config import DPOConfig
 from directpo.early_paths import beside_config, refuse_missing_paths
 from directpo.errors import ConfigError, ConfigErrors, DirectpoError
 from directpo.launchers import first_rank
+from directpo.option_hints import NO_VALUE
 from directpo.option_loading import load_options
 from directpo.signals import (
     Terminated,
@@ -150,8 +151,20 @@ def _unknown_flags(unknown: list[str], flags: list[str], options: type) -> Confi
     for flag in dashed or ([] if spread else unknown[:1]):
         firsts.setdefault(flag.split("=", 1)[0] if flag.startswith("-") else flag, flag)
     said = [spread] if spread else []
-    said += [unknown_flag_message(flag, options) for flag in firsts.values()]
+    said += [
+        unknown_flag_message(flag, options, _word_after(flag, flags)) for flag in firsts.values()
+    ]
     return ConfigErrors.joined([ConfigError(line) for line in said])
+
+
+def _word_after(flag: str, flags: list[str]) -> Any:
+    """The value given to an unknown ``flag`` after a space (score --model run/), as
+    --model=run/ carries its own, so both are told 'give --model_name_or_path run/'; none
+    where the next word is another flag or there is none (a bare switch: --bf16 --input a)."""
+    if not flag.startswith("-") or "=" in flag or flag not in flags:
+        return NO_VALUE
+    at = flags.index(flag) + 1
+    return flags[at] if at < len(flags) and not flags[at].startswith("-") else NO_VALUE
 
 
 def _run_with_yaml(command: Command, argv: list[str], typed: list[str]) -> int:

@@ -375,11 +375,13 @@ def _read_free_token(reading: _Reading, token: str) -> None:
     file, or a stray argument."""
     tokens, index, kinds = reading.tokens, reading.index, reading.kinds
     if _is_short_flag(token):  # -V, -x: not a file
-        reading.refused.append(unknown_flag_message(token, reading.options))
         following = tokens[index] if index < len(tokens) else "--"
         flag = following.startswith("--") or _is_short_flag(following)
+        value = NO_VALUE
         if not flag and not _looks_like_config_file(following):
+            value = following  # (-m run/ is told 'give --model_name_or_path run/', as score is)
             reading.index += 1  # its value (-b 0.1 was refused again: 'config file not found: 0.1')
+        reading.refused.append(unknown_flag_message(token, reading.options, value))
         return
     if _is_override(token):  # torchtune's: tune run ... key=value
         reading.overrides.append(token)  # every one said in one line, after the others

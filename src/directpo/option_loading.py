@@ -27,7 +27,7 @@ from directpo.callers import (
     written_as,
 )
 from directpo.errors import ConfigError, ConfigErrors, respelled
-from directpo.option_values import value_shown
+from directpo.option_values import numbers_written, value_shown
 from directpo.shell_expansion import shell_expanded, unset_said, unset_variables
 from directpo.yaml_interpolation import referenced, resolved, resolved_key, written_literally
 
@@ -128,8 +128,10 @@ def _load_options(
     # (_headed_by_source). (It was built two times, three for train(), and their lines
     # matched by position.)
     written = written_by if path is not None and overridden else {}
+    texts = {} if path is None or isinstance(path, Mapping) else number_texts(os.fspath(path))
+    texts = {key: text for key, text in texts.items() if key not in overridden}
     try:
-        with options_written_by(written) as unwritten_said:
+        with options_written_by(written) as unwritten_said, numbers_written(texts):
             built = cls(**meant, **values)
     except ConfigError as error:
         if written and unwritten_said:
@@ -388,6 +390,25 @@ def read_yaml(path: str, interpolate: bool = True) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
     data = {str(k): v for k, v in data.items()}
     return resolved(data, path) if interpolate else data
+
+
+def number_texts(path: str) -> dict[str, str]:
+    """The file's numbers as written (``beta: .inf``: '.inf'), by key: a refusal says them so
+    (it said 'inf', '-10' for -1_0: a text not in the file). A file YAML cannot compose: none
+    (read_yaml said why already)."""
+    try:
+        root = yaml.compose(Path(path).read_text(), Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return {}
+    numbers = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    return {
+        str(key.value): value.value
+        for key, value in root.value
+        if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode)
+        and value.tag in numbers
+    }  # fmt: skip
 
 
 def _single_quoted(text: str, at: int) -> str:

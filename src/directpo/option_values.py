@@ -5,6 +5,7 @@ value: numpy scalars, enums, paths), or a one-line ConfigError naming the option
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import functools
 import math
@@ -13,7 +14,7 @@ import re
 import secrets
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import yaml
@@ -495,6 +496,35 @@ def _coerce_int(key: str, value: Any) -> int:
     raise ConfigError(f"{key} must be an integer, got {typed_shown(value)}")
 
 
+# a recipe's numbers as its text writes them (option_loading.number_texts), while its options
+# are built: a refusal says 'got .inf', 'got -1_0', which were said 'inf', '-10'
+_NUMBER_TEXTS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "number_texts", default=None
+)
+
+
+@contextlib.contextmanager
+def numbers_written(texts: dict[str, str]) -> Iterator[None]:
+    """Options built inside say ``texts`` (option: a recipe's text) for the numbers they read."""
+    token = _NUMBER_TEXTS.set(texts)
+    try:
+        yield
+    finally:
+        _NUMBER_TEXTS.reset(token)
+
+
+def number_written(key: str, read: Any) -> str | None:
+    """``key``'s number as the recipe wrote it, where it is the number ``read``; else None."""
+    text = (_NUMBER_TEXTS.get() or {}).get(key)
+    if text is None or isinstance(read, bool) or not isinstance(read, int | float):
+        return None
+    with contextlib.suppress(yaml.YAMLError):
+        written = yaml.safe_load(text)
+        same = written == read or (written != written and read != read)  # (.nan is no .nan)
+        return text if same else None
+    return None
+
+
 def _coerce_float(key: str, value: Any) -> float:
     """A finite number (YAML's 1e-5, a string, read as the number it means)."""
     if switch := _switch_word(value):  # (YAML's false, or the flag's --save_steps false)
@@ -507,7 +537,8 @@ def _coerce_float(key: str, value: Any) -> float:
         with contextlib.suppress(ValueError):
             number = float(value.strip())
     if number is None or not math.isfinite(number):
-        raise ConfigError(f"{key} must be a finite number, got {value_shown(value)}")
+        shown = number_written(key, value) or value_shown(value)  # (a recipe's .inf: 'inf')
+        raise ConfigError(f"{key} must be a finite number, got {shown}")
     return number
 
 

@@ -40,7 +40,7 @@ from directpo.callers import (
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.option_hints import NO_VALUE, meant_choice, unknown_hint
 from directpo.option_values import coerce as _coerce
-from directpo.option_values import typed_shown, value_shown, word_refusal
+from directpo.option_values import number_written, typed_shown, value_shown, word_refusal
 from directpo.shell_expansion import home_expanded, unset_said, unset_variables
 from directpo.yaml_interpolation import escaped
 
@@ -255,7 +255,7 @@ class Options:
                 if float(given.strip()) == read:
                     return given.strip()
         elif isinstance(given, int | float) and not isinstance(given, bool) and given == read:
-            return value_shown(given)
+            return number_written(key, read) or value_shown(given)  # (-1_0 was '-10')
         return value_shown(read)
 
     def _given_value(self, key: str) -> Any:

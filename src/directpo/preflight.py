@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from directpo.callers import (
     Spelling,
+    as_loaded,
     caller,
     said,
     spell_given,
@@ -52,13 +53,13 @@ def check_run(
     (a run on CPU with use_liger_kernel, flash_attention_2 and a missing train_file took three
     runs to fix, one refusal each); an output_dir in use too. ``given``: train()'s rows."""
     problems: list[str] = []
-    with collected(problems):
+    with as_loaded(config), collected(problems):
         check_environment(
             config,
             need_train_file=need_train_file,
             eval_dataset_given=eval_dataset_given,
         )
-    with collected(problems):
+    with as_loaded(config), collected(problems):
         check_device(config, device_type, processes)
     with collected(problems):  # (prepare_output_dir checks it again once the folder is locked)
         from directpo.outputs import refuse_output_dir_in_use  # (outputs imports this module)

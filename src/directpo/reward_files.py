@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from directpo.callers import options_entry
+from directpo.chat_templates import reply_header, scored_header_note
 from directpo.command_options import RankOptions, RewardOptions, ScoreOptions
 from directpo.command_row_parsers import PAIR_COLUMNS, RESPONSE_COLUMNS
 from directpo.command_row_parsers import listed as _listed
@@ -64,9 +65,11 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
     base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
     # every row checked and rendered before loading, every bad one said at once
     parse = partial(_score_item, options, base_dir)
-    encodable = _encodable(options, _score_sequences)
+    chats: list[tuple[PairTokenizer, Sequences]] = []  # the first conversation's
+    encodable = _encodable(options, _score_sequences, chats)
     total = check_every_row(options.input, parse, _run_values_missing(options), encodable)
     _say_unread_system(options, said_off, echo)
+    _say_reply_header(chats, echo)
 
     def named(fields: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(options.output_prefix + field for field in fields)
@@ -140,9 +143,11 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     base_dir = os.path.dirname(os.path.abspath(options.input))
     # every row checked and rendered before loading, every bad one said at once
     parse = partial(_rank_item, options, base_dir)
-    encodable = _encodable(options, _rank_sequences)
+    chats: list[tuple[PairTokenizer, Sequences]] = []  # the first conversation's
+    encodable = _encodable(options, _rank_sequences, chats)
     total = check_every_row(options.input, parse, _run_values_missing(options), encodable)
     _say_unread_system(options, said_off, echo)
+    _say_reply_header(chats, echo)
     ranked = options.output_prefix + "ranked"
     with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
@@ -214,18 +219,24 @@ def _rank_sequences(item: tuple[str, Text, list[Text], Any, Any]) -> Sequences:
 
 
 def _encodable(
-    options: RewardOptions, sequences: Callable[[Any], Sequences]
+    options: RewardOptions,
+    sequences: Callable[[Any], Sequences],
+    chats: list[tuple[PairTokenizer, Sequences]],
 ) -> Callable[[list[tuple[str, Any]]], list[str | None]]:
     """The first pass's second check: parsed rows' sequences encoded by the model folder's
     tokenizer, a batch of rows at a time, each one's problem or None (a row the chat template
     refuses is said with the other bad rows, before the models load, where it was said alone
-    after rows were scored)."""
+    after rows were scored). ``chats`` gets the encoder and the first conversation's
+    sequences (without images), whose reply header ``_say_reply_header`` looks for."""
     encoder = row_encoder(
         options.model_name_or_path, options.trust_remote_code, options.assistant_only_loss
     )
 
     def problems(items: list[tuple[str, Any]]) -> list[str | None]:
         rows = [(label, sequences(item)) for label, item in items]
+        if not chats:
+            chats.extend((encoder, row) for _, row in rows if _is_chat(row))
+            del chats[1:]
         encoded = _encoded_many(encoder, rows, Counter())
         return [
             str(ids).removeprefix(f"{label}: ") if isinstance(ids, DataError) else None
@@ -335,6 +346,23 @@ def _resume_key(options: RewardOptions) -> str:
     return options_key(
         options, options.NOT_IN_ROWS, (options.model_name_or_path, options.ref_model_name_or_path)
     )
+
+
+def _is_chat(row: Sequences) -> bool:
+    prompt, responses, images, _ = row
+    return isinstance(prompt, list) and isinstance(responses[0], list) and not images
+
+
+def _say_reply_header(
+    chats: list[tuple[PairTokenizer, Sequences]], echo: Callable[[str], None]
+) -> None:
+    """The note train and generate give of a chat template without a generation prompt
+    (chat_templates.reply_header): score and rank said nothing, and scored the assistant's
+    header as each completion's first tokens."""
+    for encoder, (prompt, responses, _, args) in chats:
+        kwargs = encoder.renderer.template_kwargs
+        if header := reply_header(encoder.tokenizer, kwargs, prompt, responses[0], args):
+            echo(scored_header_note(header))
 
 
 def _say_unread_system(options: RewardOptions, said_off: bool, echo: Callable[[str], None]) -> None:

@@ -22,7 +22,7 @@ from transformers import set_seed
 
 from directpo.batching import Layout
 from directpo.best import BestModel, sampled_metrics
-from directpo.callers import spell_setting
+from directpo.callers import as_loaded, spell_setting
 from directpo.checkpoint import write_or_stop
 from directpo.config import DPOConfig
 from directpo.distributed import World
@@ -134,10 +134,12 @@ def prepare_run(
     output_dir = Path(config.output_dir)
     replaced = _claim_output_dir(config, train_dataset, eval_dataset, world, lock, echo)
     set_seed(config.seed)
-    data = load_run_data(
-        config, train_dataset, eval_dataset, world.device, echo, world.is_main, world.size,
-        node_turn(world),
-    )  # fmt: skip
+    # (a flag beside a recipe said as the flag: --chosen_column foo was told 'set chosen_column')
+    with as_loaded(config):
+        data = load_run_data(
+            config, train_dataset, eval_dataset, world.device, echo, world.is_main, world.size,
+            node_turn(world),
+        )  # fmt: skip
     models = load_models(config, data, world, peft_config)
     config = resolve_router_aux(config, models.policy, echo)
     named = named_models(config, data, models, echo)

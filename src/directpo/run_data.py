@@ -112,6 +112,13 @@ def load_run_data(
     refusing = config.system_column is not None or config.online
     first = _load_tokenizer(config) if refusing else None
     rows = _read_pairs(config, sources, world_size, echo)
+    # the files of prompts read (their bad rows said) before any row is tokenized: a bad
+    # prompt_file was said after the train file's tokenization (minutes for 100k pairs);
+    # checked against the chat template once the tokenizer is at hand
+    held_out = _read_eval_prompts(config, rows)
+    online = (
+        _read_online_prompts(config, sources.train, rows.train, echo) if config.online else None
+    )
     tokenizer, processor = first or _load_tokenizer(config)
     if rows.train is not None and writes_todays_date(tokenizer, config, rows.train):
         echo(TODAYS_DATE_NOTE)
@@ -122,7 +129,7 @@ def load_run_data(
         config, rows, tokenizer, processor, echo,
         streamed=sources.streamed, progress=progress, turn=turn,
     )  # fmt: skip
-    eval_prompts, eval_rows = _held_out_prompts(config, rows, tokenizer, processor, echo)
+    eval_prompts, eval_rows = _held_out_prompts(config, held_out, tokenizer, processor, echo)
     data = RunData(
         tokenizer=tokenizer,
         processor=processor,
@@ -138,8 +145,8 @@ def load_run_data(
         check_reward_fn(
             data.reward_fn, data.eval_prompts, data.eval_rows, tokenizer, config.max_steps
         )
-    if config.online:
-        _online_prompts_and_labeller(config, data, sources.train, rows.train, device, echo)
+    if online is not None:
+        _online_prompts_and_labeller(config, data, online, sources.train, rows.train, device, echo)
     if isinstance(data.train_data, PreferenceData):
         # only its summary is read from here on (the model card): the validated rows, texts
         # and all (about 1.4x the file: 400-600 MB for 100k pairs), would otherwise stay in
@@ -339,36 +346,50 @@ def _tokenize_pairs(
     return train, evaluations
 
 
+# prompts, their rows' other columns, and the rows of a file of prompts they came from
+_Prompts = tuple[list[Any], list[dict[str, Any]], list[str]]
+
+
+def _read_eval_prompts(config: DPOConfig, rows: _Rows) -> _Prompts:
+    """eval_generate's prompts and their rows' other columns, read (no tokenizer)."""
+    places: list[str] = []  # eval_prompts_file's rows, named by its special tokens' note
+    examples = [data.examples for data in rows.evals.values()]
+    return (*read_held_out_prompts(config, examples, places), places)
+
+
+def _read_online_prompts(
+    config: DPOConfig, source: Any, train_data: Any, echo: Callable[[str], None]
+) -> _Prompts:
+    """Online rounds' prompts and their rows' other columns, read (no tokenizer)."""
+    places: list[str] = []  # (a file of prompts' rows; a pairs file's were noted as its pairs)
+    return (*read_online_prompts(config, source, train_data, echo, places), places)
+
+
 def _held_out_prompts(
-    config: DPOConfig, rows: _Rows, tokenizer: Any, processor: Any, echo: Callable[[str], None]
+    config: DPOConfig, read: _Prompts, tokenizer: Any, processor: Any, echo: Callable[[str], None]
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """eval_generate's prompts and their rows' other columns; a file's prompts checked
     against the chat template before training (they are not rendered until sampled)."""
-    places: list[str] = []  # eval_prompts_file's rows, named by its special tokens' note
-    held_out = read_held_out_prompts(
-        config, [data.examples for data in rows.evals.values()], places
-    )
+    *held_out, places = read
     if config.eval_prompts_file:  # a prompt the template refuses is said before training
         label = f"eval_prompts_file {config.eval_prompts_file}"
         kwargs = config.chat_template_kwargs
         check_prompts(tokenizer, held_out[0], label, processor, kwargs, places, echo)
-    return held_out
+    return held_out[0], held_out[1]
 
 
 def _online_prompts_and_labeller(
     config: DPOConfig,
     data: RunData,
+    read: _Prompts,
     source: Any,
     train_data: Any,
     device: torch.device,
     echo: Callable[[str], None],
 ) -> None:
-    """Online rounds' prompts (and their rows' other columns), checked against the chat
-    template, and the labeller loaded and tried on them."""
-    places: list[str] = []  # (a file of prompts' rows; a pairs file's were noted as its pairs)
-    data.online_prompts, data.online_rows = read_online_prompts(
-        config, source, train_data, echo, places
-    )
+    """Online rounds' prompts (and their rows' other columns, ``_read_online_prompts``'s), checked
+    against the chat template, and the labeller loaded and tried on them."""
+    data.online_prompts, data.online_rows, places = read
     where = str(config.prompt_file or source or train_data.source)
     label = f"prompt_file {config.prompt_file}" if config.prompt_file else f"train {where}"
     noted = echo if config.prompt_file or train_data is None else None
