@@ -1025,7 +1025,8 @@ def test_a_transformers_4_recipe_ports_and_its_gpu_choices_are_named(tmp_path) -
         ("half_precision_backend", "cpu_amp", "bf16=True is directpo's own mixed precision"),
         ("no_cuda", True, "CUDA_VISIBLE_DEVICES= python your_script.py"),
         ("per_gpu_train_batch_size", 4, "pass per_device_train_batch_size=..."),
-        ("adafactor", True, "choose optim among adamw_torch,"),
+        ("adafactor", True, "pass optim=..., one of adamw_torch,"),  # (was 'choose optim')
+        ("reference_free", True, "pass loss_type='simpo' or another reference-free loss"),
         ("fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "pass distributed='fsdp'"),
     ):
         with pytest.raises(ConfigError, match=re.escape(f"{key}={value!r} is not supported: ")):

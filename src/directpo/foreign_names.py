@@ -48,9 +48,12 @@ def _text(hint: Hint) -> str:
     return hint() if callable(hint) else hint
 
 
-def _use(*settings: tuple[str, Any] | str, then: str = "", last: str = ", ") -> Hint:
-    """A hint to set ``settings`` (spell_setting's), with ``then`` after them."""
-    return lambda: spell_setting(*settings, last=last) + then
+def _use(
+    *settings: tuple[str, Any] | str, then: str | Callable[[], str] = "", last: str = ", "
+) -> Hint:
+    """A hint to set ``settings`` (spell_setting's), with ``then`` after them (words made when
+    the hint is said where they name an option, in the caller's spelling)."""
+    return lambda: spell_setting(*settings, last=last) + (then() if callable(then) else then)
 
 
 def _number(text: Any) -> Any:
@@ -435,7 +438,9 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "ckpt.save_hf": _always(""),  # every checkpoint and the final folder are HF folders
     "disable_fast_tokenizer": _unless_off("directpo loads the model folder's tokenizer as it is"),
     "data.disable_fast_tokenizer": _unless_off("directpo loads the tokenizer as it is"),
-    "use_wandb": _unless_off(_use(("report_to", "wandb"), then=" (run_name names the run)")),
+    "use_wandb": _unless_off(  # (run_name as the caller gives it: --run_name to a flag's)
+        _use(("report_to", "wandb"), then=lambda: f" ({spell_name('run_name')} names the run)")
+    ),
     "logger.wandb.key": _unless_off(_use(("report_to", "wandb"), then=" after wandb login")),
     "wandb_project": _unless_off(_env_and_wandb("WANDB_PROJECT")),
     "logger.wandb.project": _unless_off(_env_and_wandb("WANDB_PROJECT")),
