@@ -13,7 +13,8 @@ turns the texts into ids). Text rows are their own text.
   with an assistant message. A template that raises for a row (``raise_exception("Conversation
   roles must alternate...")``, or its code failing on the row's values) refuses that row (an
   error, or a skip with ``skip_invalid_rows``), said with what to do where it renders the row
-  without its system message (no system turn: Gemma 2's, Mistral v0.1's); one that does not
+  without its system message and refuses its first system message alone before the rest (no
+  system turn: Gemma 2's, Mistral v0.1's; Llama 2's takes one first); one that does not
   compile is an error naming the tokenizer. A text-only model's template gets content given as
   text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools or
   tool calls (the completion's or the prompt's) the template does not write (templates older
