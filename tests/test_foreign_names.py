@@ -342,7 +342,11 @@ def test_openrlhfs_dataset_is_said_as_the_option_its_value_is(tmp_path, capsys) 
     for value, said in [
         (str(pairs), f"--dataset: give --train_file {pairs} "),
         (f"{tmp_path}/*.jsonl", f"--dataset: give --train_file '{tmp_path}/*.jsonl' "),
-        ("Anthropic/hh-rlhf", "--dataset: give --dataset_name Anthropic/hh-rlhf "),
+        (  # (the other option named as a flag too: it was 'a local file is train_file')
+            "Anthropic/hh-rlhf",
+            "--dataset: give --dataset_name Anthropic/hh-rlhf (a hub id; a local file is "
+            "--train_file)",
+        ),
     ]:
         assert main(["train", "--dataset", value]) == 2
         assert said in capsys.readouterr().err

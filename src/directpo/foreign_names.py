@@ -193,8 +193,9 @@ def _dataset(value: Any) -> str:
     if isinstance(value, str) and "," not in value and value.strip():
         local = value.startswith((".", "/", "~")) or value.endswith(_DATA_SUFFIXES)
         if "/" in value and not local:
-            return (
-                f"{spell_setting(('dataset_name', value))} (a hub id; a local file is train_file)"
+            return (  # (train_file as the caller gives it: it was a recipe's bare key)
+                f"{spell_setting(('dataset_name', value))} (a hub id; a local file is "
+                f"{spell_name('train_file')})"
             )
     return (
         f"a file, glob or datasets folder is {spell_name('train_file')}, a hub id "
