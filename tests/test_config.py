@@ -1226,6 +1226,18 @@ def test_a_refused_weight_is_said_by_the_option_and_numbers_the_caller_wrote(
     assert said.format(weights) in str(refused.value), str(refused.value)
 
 
+def test_weights_given_as_a_flags_words_are_said_as_typed() -> None:
+    """--loss_weights 1 2 (the flag's words, as TRL's nargs lists are typed) beside one loss was
+    told '(got [1.0, 2.0])', numbers nobody wrote, where --loss_weights 1,2 read '(got 1,2)'."""
+    for words, said in (
+        (["1", "2"], "loss_weights must be one weight per loss_type (1) (got 1 2)"),
+        (["1", "-2"], "loss_weights must be >= 0 and not all 0 (got 1 -2)"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            load_config(None, {"loss_weights": words, "loss_type": "sigmoid"})
+        assert said in str(refused.value), str(refused.value)
+
+
 def test_a_numpy_number_refused_is_said_as_the_number() -> None:
     """A sweep's ``train(beta=np.float64(-1))`` (np.linspace's values) was told 'beta must be
     > 0 (got np.float64(-1.0))', numpy's repr; it is the number now, as a float's."""
