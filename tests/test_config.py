@@ -1226,6 +1226,18 @@ def test_a_refused_weight_is_said_by_the_option_and_numbers_the_caller_wrote(
     assert said.format(weights) in str(refused.value), str(refused.value)
 
 
+def test_weights_given_as_a_flags_words_are_said_as_typed() -> None:
+    """--loss_weights 1 2 (the flag's words, as TRL's nargs lists are typed) beside one loss was
+    told '(got [1.0, 2.0])', numbers nobody wrote, where --loss_weights 1,2 read '(got 1,2)'."""
+    for words, said in (
+        (["1", "2"], "loss_weights must be one weight per loss_type (1) (got 1 2)"),
+        (["1", "-2"], "loss_weights must be >= 0 and not all 0 (got 1 -2)"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            load_config(None, {"loss_weights": words, "loss_type": "sigmoid"})
+        assert said in str(refused.value), str(refused.value)
+
+
 def test_a_numpy_number_refused_is_said_as_the_number() -> None:
     """A sweep's ``train(beta=np.float64(-1))`` (np.linspace's values) was told 'beta must be
     > 0 (got np.float64(-1.0))', numpy's repr; it is the number now, as a float's."""
@@ -1258,3 +1270,37 @@ def test_an_unset_limit_is_named_as_the_caller_writes_it(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match=r"min_p must be None or in \[0, 1\] \(got 2\)"):
         GenerateOptions(model_name_or_path="m", input="i.jsonl", output="o.jsonl", min_p=2)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "limit"),
+    [
+        ("max_eval_samples", 0, "must be {} (every pair) or >= 1"),
+        ("dataset_num_proc", 0, "must be >= 1 ({}: one process)"),
+        ("lora_target_modules", [], "must be a non-empty list (or {}: peft's choice"),
+        ("bnb_4bit_compute_dtype", "fp8", "must be {}, float32 or bfloat16"),
+        ("system_column", " ", "must be a column name, or {}"),
+    ],
+)
+def test_every_unset_value_in_a_limit_is_named_as_the_caller_writes_it(
+    tmp_path, key, value, limit
+) -> None:
+    """The limits that name an unset value beside another word ('null (every pair)', '(null:
+    one process)', 'null, float32 or bfloat16', 'a column name, or null') kept YAML's null for
+    a Python keyword after max_length's 'None or' was spelt per caller; they now read None
+    there, null in a recipe or on a command line."""
+    extra = {"load_in_4bit": True, "lora_r": 8} if key.startswith("bnb") else {}
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(**{key: value}, **extra)
+    assert f"{key} {limit.format('None')}" in str(refused.value), str(refused.value)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({key: value, **extra}))
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(recipe), {})
+    assert f"{key} {limit.format('null')}" in str(refused.value), str(refused.value)
+    from directpo.command_options import ScoreOptions
+
+    if key == "system_column":  # (score / rank / generate take it too)
+        with pytest.raises(ConfigError) as refused:
+            ScoreOptions(model_name_or_path="m", input="i.jsonl", output="o.jsonl", **{key: value})
+        assert f"{key} {limit.format('None')}" in str(refused.value), str(refused.value)

@@ -11,6 +11,7 @@ import pytest
 
 from directpo.cli import COMMANDS, main
 from directpo.config import DPOConfig
+from directpo.errors import ConfigError
 
 
 @pytest.fixture
@@ -84,6 +85,25 @@ def test_openrlhf_flags_of_another_meaning_are_refused_saying_what_to_write(caps
     assert "--precompute_ref_log_probs runs" in lines["--ref_offload"]
     assert "--resume_from_checkpoint latest" in lines["--load_checkpoint"]
     assert "did you mean" not in err and len(lines) == 9
+
+
+def test_another_tools_flag_is_told_the_options_as_each_caller_gives_them(tmp_path, capsys) -> None:
+    """--use_wandb was told 'give --report_to wandb (run_name names the run)': the option it
+    named beside the flag was a recipe's bare key; each caller now reads its own spelling."""
+    assert main(["train", "--use_wandb", "true"]) == 2
+    assert "give --report_to wandb (--run_name names the run)" in capsys.readouterr().err
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("use_wandb: true\n")
+    assert main(["train", str(recipe)]) == 2
+    assert "set report_to: wandb (run_name names the run)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=re.escape("(run_name=... names the run)")):
+        DPOConfig(use_wandb=True)
+    # TRL's reference_free and transformers' adafactor: 'choose a reference-free loss_type',
+    # 'choose optim among ...', a recipe's bare key to a flag's user too
+    assert main(["train", "--reference_free", "true", "--adafactor", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "give --loss_type simpo or another reference-free loss (orpo, ...)" in err
+    assert "give --optim, one of adamw_torch, " in err
 
 
 TORCHTUNE_RECIPE = """\
@@ -322,7 +342,11 @@ def test_openrlhfs_dataset_is_said_as_the_option_its_value_is(tmp_path, capsys) 
     for value, said in [
         (str(pairs), f"--dataset: give --train_file {pairs} "),
         (f"{tmp_path}/*.jsonl", f"--dataset: give --train_file '{tmp_path}/*.jsonl' "),
-        ("Anthropic/hh-rlhf", "--dataset: give --dataset_name Anthropic/hh-rlhf "),
+        (  # (the other option named as a flag too: it was 'a local file is train_file')
+            "Anthropic/hh-rlhf",
+            "--dataset: give --dataset_name Anthropic/hh-rlhf (a hub id; a local file is "
+            "--train_file)",
+        ),
     ]:
         assert main(["train", "--dataset", value]) == 2
         assert said in capsys.readouterr().err

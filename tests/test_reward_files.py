@@ -473,7 +473,7 @@ def test_an_empty_system_column_scores_without_the_runs_system_turn(models, tmp_
     score_file(ScoreOptions(model_name_or_path=str(run), input=str(data),
                             output=str(tmp_path / "on.jsonl")), quiet)  # fmt: skip
     assert [r["margin"] for r in read(tmp_path / "on.jsonl")] != pytest.approx(off)
-    with pytest.raises(ConfigError, match="system_column must be a column name, or null"):
+    with pytest.raises(ConfigError, match="system_column must be a column name, or None"):
         DPOConfig(system_column="")
 
 

@@ -392,3 +392,32 @@ def test_a_long_completion_is_judged_whole_with_its_prompt(tiny_model_dirs, tmp_
     assert 2 * 4 < len(ids) <= 40  # (longer than the old cut; a sample can be this long)
     (reward,) = score(["The movie was"], [completion], [{}])
     assert reward == pytest.approx(direct(judge, ids), abs=1e-5)
+
+
+def test_a_reward_template_with_a_system_turn_is_not_said_to_lack_one() -> None:
+    """The reward model's template check said 'that template has no system turn ...: drop the
+    system messages' of any prompt its template refused and rendered without its system
+    messages: Llama 2's, which takes a system message first and refuses a later one (roles
+    must alternate), was told so too. Only a template refusing a system message first is."""
+    from test_tokenization import GEMMA2_TEMPLATE, LLAMA2_TEMPLATE
+    from tiny import build_tokenizer
+
+    from directpo.errors import DirectpoError
+    from directpo.labellers import check_templates
+
+    system = {"role": "system", "content": "Be brief."}
+    user = {"role": "user", "content": "hi"}
+    later = [system, user, {"role": "assistant", "content": "hello"}, system, user]
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = LLAMA2_TEMPLATE
+    check_templates(tokenizer, "rm", [[system, user]], "p.jsonl", None)  # (first: taken)
+    with pytest.raises(DirectpoError) as info:
+        check_templates(tokenizer, "rm", [later], "p.jsonl", None)
+    assert "no system turn" not in str(info.value), str(info.value)
+    assert "(Conversation roles must alternate user/assistant/user/assistant/...)" in str(
+        info.value
+    )
+    tokenizer.chat_template = GEMMA2_TEMPLATE
+    with pytest.raises(DirectpoError) as info:
+        check_templates(tokenizer, "rm", [[system, user]], "p.jsonl", None)
+    assert "(System role not supported); that template has no system turn" in str(info.value)

@@ -1165,3 +1165,37 @@ def test_a_system_message_a_template_without_a_system_turn_refuses_says_what_to_
         f"{NO_SYSTEM_TURN_TRAIN}; line 3: the chat template refused the row (System role not "
         "supported); skip_invalid_rows: true skips them"
     )
+
+
+LLAMA2_TEMPLATE = (  # meta-llama/Llama-2-7b-chat-hf's: a system message first, then alternation
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}"
+    "{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+
+
+def test_a_template_with_a_system_turn_refusing_a_later_system_message_is_not_said_to_lack_one():
+    """Llama 2's template takes a system message first and refuses one mid-conversation (roles
+    must alternate); the row renders without its system messages, so the line said 'the
+    template has no system turn ...: drop the system messages', false of a template that takes
+    one. A system message first renders, so its refusal is said as the template says it."""
+    tokenizer = build_tokenizer("gpt2")
+    tokenizer.chat_template = LLAMA2_TEMPLATE
+    system = {"role": "system", "content": "Be brief."}
+    later = [system, *USER, *_assistant("hello"), {**system, "content": "In French."}, *USER]
+    tokenize_preferences(_conversations([system, *USER]), tokenizer, 64)  # (first: taken)
+    with pytest.raises(DataError) as info:
+        tokenize_preferences(_conversations(later), tokenizer, 64)
+    assert str(info.value) == (
+        "f.jsonl: line 1: the chat template refused the row (Conversation roles must alternate "
+        "user/assistant/user/assistant/...)"
+    )

@@ -1323,6 +1323,28 @@ def test_trls_trainer_arguments_given_to_train_are_taken_or_said(tmp_path, monke
     assert len(seen) == 1
 
 
+def test_a_trl_model_argument_beside_its_own_option_naming_another_is_refused() -> None:
+    """train(model='run/', model_name_or_path='base') trained run/ without a word: TRL's keyword
+    silently replaced the option naming another model (processing_class= beside tokenizer=
+    likewise). Both naming one folder is taken; two folders are refused, naming both."""
+    from directpo.arguments import trainer_arguments
+
+    same = trainer_arguments(None, {"model": "run/", "model_name_or_path": "run/"})[1]
+    assert same == {"model_name_or_path": "run/"}
+    with pytest.raises(ConfigError) as refused:
+        trainer_arguments(None, {"model_name_or_path": "base", "model": "run/"})
+    assert str(refused.value) == (
+        "train(): model='run/' and model_name_or_path='base' are both given, naming two models: "
+        "pass model_name_or_path alone"
+    )
+    with pytest.raises(ConfigError) as refused:
+        trainer_arguments(None, {"processing_class": "a", "tokenizer": "b"})
+    assert str(refused.value) == (
+        "train(): tokenizer='b' and processing_class='a' are both given, naming two tokenizers: "
+        "pass tokenizer_name_or_path alone"
+    )
+
+
 def test_trls_quantization_config_and_default_trainer_arguments(monkeypatch) -> None:
     """TRL's ``DPOTrainer(quantization_config=BitsAndBytesConfig(...))`` was "unknown option
     'quantization_config'": it is the load_in_* / bnb_4bit_* options now (its own values), one

@@ -245,7 +245,10 @@ def test_trl_spellings_from_python_and_their_contradictions() -> None:
         ({"warmup_steps": 2.5}, "whole number of steps"),
         ({"gradient_checkpointing_kwargs": {"preserve_rng_state": False}}, "only use_reentrant"),
         ({"rpo_alpha": 1.0, "loss_type": ["sigmoid", "sft"]}, "already has"),
-        ({"cpo_alpha": 1.0, "loss_type": ["sigmoid"]}, "^cpo_alpha is TRL CPOTrainer's; .* simpo"),
+        (
+            {"cpo_alpha": 1.0, "loss_type": ["sigmoid"]},
+            "^cpo_alpha is TRL CPOTrainer's; .* pass loss_type='simpo'",
+        ),
         ({"save_strategy": "best"}, "^save_strategy='best' .* load_best_model_at_end=True"),
     ):
         with pytest.raises(ConfigError, match=message):
@@ -440,6 +443,29 @@ def test_a_cpo_config_trains_simpo_with_its_nll_weight() -> None:
     assert DPOConfig(**simpo, cpo_alpha=0.0, alpha=0.0) == alone
     with pytest.raises(ConfigError, match="alpha=0.25 is not supported: AlphaPO.s reward"):
         DPOConfig(**simpo, alpha=0.25)
+
+
+def test_a_cpo_alpha_beside_a_loss_with_a_reference_is_told_the_fix_as_each_caller_sets_it(
+    tmp_path, capsys
+) -> None:
+    """cpo_alpha beside CPO's sigmoid said 'use loss_type simpo ..., or drop cpo_alpha', a
+    recipe's words, to a flag's and a keyword's user too; each now reads its own."""
+    from directpo.cli import main
+
+    recipe = tmp_path / "cpo.yaml"
+    recipe.write_text("cpo_alpha: 1\n")
+    for argv, fix in (
+        ([str(recipe)], "set loss_type: simpo (SimPO, as CPOTrainer's), or drop cpo_alpha "),
+        (["--cpo_alpha", "1"], "give --loss_type simpo (SimPO, as CPOTrainer's), or drop "
+                               "--cpo_alpha 1 "),
+    ):  # fmt: skip
+        assert main(["train", *argv]) == 2
+        assert fix in capsys.readouterr().err
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(cpo_alpha=0.5, loss_type="hinge")
+    assert "pass loss_type='simpo' (SimPO, as CPOTrainer's), or drop cpo_alpha=0.5 " in str(
+        refused.value
+    )
 
 
 def test_eval_and_save_strategies(tiny_model_dirs, pairs_file, tmp_path) -> None:
@@ -1025,7 +1051,8 @@ def test_a_transformers_4_recipe_ports_and_its_gpu_choices_are_named(tmp_path) -
         ("half_precision_backend", "cpu_amp", "bf16=True is directpo's own mixed precision"),
         ("no_cuda", True, "CUDA_VISIBLE_DEVICES= python your_script.py"),
         ("per_gpu_train_batch_size", 4, "pass per_device_train_batch_size=..."),
-        ("adafactor", True, "choose optim among adamw_torch,"),
+        ("adafactor", True, "pass optim=..., one of adamw_torch,"),  # (was 'choose optim')
+        ("reference_free", True, "pass loss_type='simpo' or another reference-free loss"),
         ("fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "pass distributed='fsdp'"),
     ):
         with pytest.raises(ConfigError, match=re.escape(f"{key}={value!r} is not supported: ")):

@@ -158,6 +158,7 @@ def trainer_arguments(
         if config is not None:
             problems.append("train(config, args=...): give the config once")
         config = args
+    taken_from: dict[str, str] = {}  # option -> the keyword that gave it
     for name, option in TRAINER_LOCATIONS.items():
         if name not in options:
             continue
@@ -165,7 +166,16 @@ def trainer_arguments(
         if given is None:  # TRL's default (ref_model=None: the policy's start)
             continue
         if isinstance(given, str | os.PathLike):
-            options[option] = os.fspath(given)
+            # train(model='run/', model_name_or_path='m') trained run/ without a word (the
+            # other keyword silently replaced), as processing_class= beside tokenizer= did
+            location, before = os.fspath(given), options.get(option)
+            if before is not None and before != location:
+                other = taken_from.get(option, option)
+                problems.append(
+                    f"{name}={location!r} and {other}={before!r} are both given, naming two "
+                    f"{'models' if 'model' in option else 'tokenizers'}: pass {option} alone"
+                )
+            options[option], taken_from[option] = location, name
             continue
         origin = getattr(given, "name_or_path", "") or ""
         unchanged = f" ({option}={origin!r} if it is that folder's, unchanged)" if origin else ""

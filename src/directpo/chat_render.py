@@ -13,7 +13,8 @@ turns the texts into ids). Text rows are their own text.
   with an assistant message. A template that raises for a row (``raise_exception("Conversation
   roles must alternate...")``, or its code failing on the row's values) refuses that row (an
   error, or a skip with ``skip_invalid_rows``), said with what to do where it renders the row
-  without its system message (no system turn: Gemma 2's, Mistral v0.1's); one that does not
+  without its system message and refuses its first system message alone before the rest (no
+  system turn: Gemma 2's, Mistral v0.1's; Llama 2's takes one first); one that does not
   compile is an error naming the tokenizer. A text-only model's template gets content given as
   text parts (``[{"type": "text", "text": ...}]``) joined into one string. A row whose tools or
   tool calls (the completion's or the prompt's) the template does not write (templates older
@@ -104,7 +105,7 @@ class ChatRenderer:
                 f"{exc.lineno}); fix it{template_fix().another}"
             ) from None
         except (TemplateError, ValueError) as exc:  # raise_exception(...), an undefined value
-            hint = no_system_turn() if _renders_without_system(templater, messages, extra) else ""
+            hint = no_system_turn() if renders_without_system(templater, messages, extra) else ""
             raise RowError(
                 "refused by the chat template",
                 f"the chat template refused the row ({first_line(exc)}){hint}",
@@ -169,18 +170,25 @@ class ChatRenderer:
         return prompt_text, chosen_text, rejected_text
 
 
-def _renders_without_system(templater: Any, messages: list[dict], extra: dict) -> bool:
+def renders_without_system(templater: Any, messages: list[dict], extra: dict) -> bool:
     """A template that refuses a row with a system message and renders it without: one with
     no system turn (Gemma 2's 'System role not supported', Mistral v0.1's roles that must
-    alternate from a user turn)."""
-    if not any(message["role"] == "system" for message in messages):
+    alternate from a user turn). One that renders the row's first system message leading the
+    rest has a system turn (Llama 2's, Mistral v0.2's): it refused a system message where the
+    row has it (mid-conversation, roles that must alternate), said as the template says it."""
+    systems = [message for message in messages if message["role"] == "system"]
+    if not systems:
         return False
     rest = [message for message in messages if message["role"] != "system"]
     try:
         templater.apply_chat_template(rest, tokenize=False, **extra)
     except Exception:  # (refused for another reason too: said as the template says it)
         return False
-    return True
+    try:
+        templater.apply_chat_template([systems[0], *rest], tokenize=False, **extra)
+    except Exception:
+        return True
+    return False
 
 
 def no_system_turn() -> str:

@@ -136,7 +136,7 @@ def _check_steps(config: DPOConfig) -> None:
     require(
         config.max_eval_samples is None or config.max_eval_samples >= 1,
         "max_eval_samples",
-        "null (every pair) or >= 1",
+        f"{spell_unset('max_eval_samples')} (every pair) or >= 1",
     )
 
 
@@ -191,7 +191,8 @@ def _check_processing(config: DPOConfig) -> None:
     """Tokenizing workers, the tokenized cache, log-prob chunks and packing sizes."""
     require = config._require
     procs = config.dataset_num_proc
-    require(procs is None or procs >= 1, "dataset_num_proc", ">= 1 (null: one process)")
+    one = f">= 1 ({spell_unset('dataset_num_proc')}: one process)"  # (None to a keyword)
+    require(procs is None or procs >= 1, "dataset_num_proc", one)
     require(
         config.cache_tokenized_max_gb >= 0, "cache_tokenized_max_gb", ">= 0 (0: the entries in use)"
     )

@@ -4,7 +4,7 @@ splits. Run by ``config_checks.check_values`` (and the commands' checks) in thei
 
 from __future__ import annotations
 
-from directpo.callers import spell_given, spell_option, spell_setting
+from directpo.callers import spell_given, spell_option, spell_setting, spell_unset
 from directpo.config import DPOConfig
 from directpo.mixture_entries import FILE_SUFFIXES
 from directpo.option_values import value_shown
@@ -26,7 +26,8 @@ def check_columns(options: Options) -> None:
     system = getattr(options, "system_column", None)
     if system is None or (system == "" and hasattr(options, "FROM_RUN")):
         return  # (score / rank / generate: "" says no system turn, whatever the run had)
-    options._require(bool(system.strip()), "system_column", "a column name, or null")
+    unset = spell_unset("system_column")  # (None to a keyword, YAML's null)
+    options._require(bool(system.strip()), "system_column", f"a column name, or {unset}")
     same = next((key for key in keys if getattr(options, key) == system), None)
     if same is not None:
         options._refuse(

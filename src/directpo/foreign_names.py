@@ -48,9 +48,12 @@ def _text(hint: Hint) -> str:
     return hint() if callable(hint) else hint
 
 
-def _use(*settings: tuple[str, Any] | str, then: str = "", last: str = ", ") -> Hint:
-    """A hint to set ``settings`` (spell_setting's), with ``then`` after them."""
-    return lambda: spell_setting(*settings, last=last) + then
+def _use(
+    *settings: tuple[str, Any] | str, then: str | Callable[[], str] = "", last: str = ", "
+) -> Hint:
+    """A hint to set ``settings`` (spell_setting's), with ``then`` after them (words made when
+    the hint is said where they name an option, in the caller's spelling)."""
+    return lambda: spell_setting(*settings, last=last) + (then() if callable(then) else then)
 
 
 def _number(text: Any) -> Any:
@@ -190,8 +193,9 @@ def _dataset(value: Any) -> str:
     if isinstance(value, str) and "," not in value and value.strip():
         local = value.startswith((".", "/", "~")) or value.endswith(_DATA_SUFFIXES)
         if "/" in value and not local:
-            return (
-                f"{spell_setting(('dataset_name', value))} (a hub id; a local file is train_file)"
+            return (  # (train_file as the caller gives it: it was a recipe's bare key)
+                f"{spell_setting(('dataset_name', value))} (a hub id; a local file is "
+                f"{spell_name('train_file')})"
             )
     return (
         f"a file, glob or datasets folder is {spell_name('train_file')}, a hub id "
@@ -435,7 +439,9 @@ REFUSED: dict[str, Callable[[Any], str]] = {
     "ckpt.save_hf": _always(""),  # every checkpoint and the final folder are HF folders
     "disable_fast_tokenizer": _unless_off("directpo loads the model folder's tokenizer as it is"),
     "data.disable_fast_tokenizer": _unless_off("directpo loads the tokenizer as it is"),
-    "use_wandb": _unless_off(_use(("report_to", "wandb"), then=" (run_name names the run)")),
+    "use_wandb": _unless_off(  # (run_name as the caller gives it: --run_name to a flag's)
+        _use(("report_to", "wandb"), then=lambda: f" ({spell_name('run_name')} names the run)")
+    ),
     "logger.wandb.key": _unless_off(_use(("report_to", "wandb"), then=" after wandb login")),
     "wandb_project": _unless_off(_env_and_wandb("WANDB_PROJECT")),
     "logger.wandb.project": _unless_off(_env_and_wandb("WANDB_PROJECT")),

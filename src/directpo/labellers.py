@@ -33,6 +33,7 @@ from directpo.callers import (
     speaking_as,
     spell_setting,
 )
+from directpo.chat_render import renders_without_system
 from directpo.config import DPOConfig
 from directpo.errors import DirectpoError, ModelLoadError, first_line
 from directpo.hub import cache_only_where_unreachable
@@ -47,6 +48,7 @@ from directpo.reward_inputs import (
     render_reward_input,
     reward_input_ids,
     trained_by_openrlhf,
+    with_completion,
 )
 from directpo.rewardfn import PROBE_COMPLETION, probe_rows
 
@@ -312,16 +314,14 @@ def check_templates(
             render_reward_input(tokenizer, messages, PROBE_COMPLETION, args)
         except Exception as exc:  # raise_exception(...), the template's code failing
             where = places[number - 1] if places else f"prompt {number}"
-            without = [message for message in messages if message["role"] != "system"]
-            hint = ""
-            if len(without) < len(messages):
-                with contextlib.suppress(Exception):
-                    render_reward_input(tokenizer, without, PROBE_COMPLETION, args)
-                    hint = (
-                        "; that template has no system turn (it renders the prompt without its "
-                        "system message): drop the system messages, or put their text in the "
-                        "first user message"
-                    )
+            hint = ""  # (a template taking a system message first has one: said as it says)
+            judged = with_completion(messages, PROBE_COMPLETION)
+            if renders_without_system(tokenizer, judged, args or {}):
+                hint = (
+                    "; that template has no system turn (it renders the prompt without its "
+                    "system message): drop the system messages, or put their text in the "
+                    "first user message"
+                )
             refused.add(
                 where,
                 f"the chat template of reward_model_name_or_path '{path}' refused the prompt "

@@ -53,7 +53,8 @@ def check_lora(config: DPOConfig) -> None:
     require(
         config.lora_target_modules is None or bool(config.lora_target_modules),
         "lora_target_modules",
-        "a non-empty list (or null: peft's choice for the architecture)",
+        f"a non-empty list (or {spell_unset('lora_target_modules')}: peft's choice for the "
+        "architecture)",
     )
     targets = config.lora_target_modules or []
     require(  # (a regex is peft's one string: beside names it would be an item, matching none)
@@ -117,7 +118,9 @@ def check_quantization(config: DPOConfig) -> None:
     config._one_of("bnb_4bit_quant_type", ("nf4", "fp4"))
     for key in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_storage"):
         value = getattr(config, key)
-        config._require(value is None or value in DTYPES, key, "null, float32 or bfloat16")
+        config._require(
+            value is None or value in DTYPES, key, f"{spell_unset(key)}, float32 or bfloat16"
+        )
 
 
 def check_reference(config: DPOConfig) -> None:

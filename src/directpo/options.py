@@ -427,4 +427,9 @@ def _numbers_shown(given: Any, read: list[float]) -> str:
                 return given.strip()
     elif isinstance(given, list | tuple) and list(given) == read:
         return value_shown(list(given))
+    elif isinstance(given, list | tuple) and all(isinstance(word, str) for word in given):
+        # a flag's words (--loss_weights 1 2), said as typed: it was '[1.0, 2.0]'
+        with contextlib.suppress(ValueError):
+            if [float(word) for word in given] == read:
+                return " ".join(word.strip() for word in given)
     return value_shown(read)

@@ -178,11 +178,15 @@ def _nll_weight(config: Any) -> None:
     that weight, i.e. loss_type [..., sft], loss_weights [..., alpha] (config.yaml says so)."""
     if config.cpo_alpha is not None and config.loss_type != ["simpo"]:
         # TRL's CPO losses (sigmoid, hinge, ipo) compare the policy's sums without a reference
+        alpha = config.cpo_alpha  # (--cpo_alpha 1 said as 1, not the float read, 1.0)
+        alpha = int(alpha) if float(alpha).is_integer() else alpha
         return config._refuse(
             "cpo_alpha",
             f"cpo_alpha is TRL CPOTrainer's; its loss_type {', '.join(config.loss_type)} has no "
-            "reference model, which directpo's losses of that name have: use loss_type simpo "
-            "(SimPO, as CPOTrainer's), or drop cpo_alpha for DPO's losses",
+            "reference model, which directpo's losses of that name have: "  # (the caller's words:
+            # it was a recipe's 'use loss_type simpo' to a flag's and a keyword's user too)
+            f"{spell_setting(('loss_type', 'simpo'))} (SimPO, as CPOTrainer's), or drop "
+            f"{spell_given('cpo_alpha', alpha)} for DPO's losses",
         )
     for name in ("rpo_alpha", "cpo_alpha"):
         alpha = getattr(config, name)

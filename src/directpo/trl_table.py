@@ -414,7 +414,12 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], Advice]] = {
         _nothing,
         _use(("attn_implementation", "flash_attention_2")),
     ),
-    "reference_free": (_nothing, "choose a reference-free loss_type (simpo, orpo, ...)"),
+    "reference_free": (  # (the option as the caller sets it: it was a recipe's bare key)
+        _nothing,
+        lambda: (
+            f"{spell_setting(('loss_type', 'simpo'))} or another reference-free loss (orpo, ...)"
+        ),
+    ),
     # CPOConfig's AlphaPO reward transform; its default 0 is SimPO's reward
     "alpha": (_equals(0.0), "AlphaPO's reward transform; directpo has SimPO's (alpha 0)"),
     # OnlineDPOConfig's: online rounds sample with transformers' generate, no vLLM
@@ -478,7 +483,10 @@ NO_EFFECT: dict[str, tuple[Callable[[Any], bool], Advice]] = {
     "dispatch_batches": (_nothing, "directpo runs under torchrun or accelerate launch as it is"),
     "per_gpu_train_batch_size": (_nothing, _use("per_device_train_batch_size")),
     "per_gpu_eval_batch_size": (_nothing, _use("per_device_eval_batch_size")),
-    "adafactor": (_nothing, f"choose optim among {', '.join(TRL_OPTIMIZERS)}"),
+    "adafactor": (
+        _nothing,
+        lambda: f"{spell_setting('optim')}, one of {', '.join(TRL_OPTIMIZERS)}",
+    ),
     "include_tokens_per_second": (_any, ""),  # tokens/s is always logged
     "include_inputs_for_metrics": (_nothing, EVAL_METRICS),
     "use_legacy_prediction_loop": (_nothing, EVAL_METRICS),
