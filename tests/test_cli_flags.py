@@ -465,3 +465,35 @@ def test_a_launchers_local_rank_is_taken_by_every_command(command, rank, tmp_pat
     assert "in.jsonl" in err and "--local" not in err
     assert main([command, "--local_rnk=0", *argv[1 + len(rank) :]]) == 2
     assert "unknown option '--local_rnk'" in capsys.readouterr().err  # (a typo is still said)
+
+
+@pytest.mark.parametrize(
+    ("flags", "got"),
+    [
+        (["--loss_weights", "-1", "2"], "-1 2"),
+        (["--loss_weights", "1", "-2"], "1 -2"),
+        (["--loss-weights", "-1e-5", "2"], "-1e-5 2"),
+    ],
+)
+def test_a_list_flag_keeps_every_value_after_a_negative_first_one(
+    tmp_path, capsys, flags, got
+) -> None:
+    """``--loss_weights -1 2`` was joined as ``--loss_weights=-1`` (argparse's fix for a lone
+    negative value), so 2 was a stray argument (or the config file): a list keeps them all,
+    refused as the negative weight alone."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: m\ntrain_file: missing.jsonl\n")
+    argv = ["train", str(recipe), "--loss_type", "sigmoid", "sft", *flags]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    said = [line.strip() for line in lines if "command line" in line or "argument" in line]
+    assert said == [f"command line: loss_weights must be >= 0 and not all 0 (got {got})"]
+
+
+def test_a_list_flag_of_a_renamed_name_keeps_a_negative_looking_first_value(capsys) -> None:
+    """OpenRLHF's --target_modules (lora_target_modules) reads as its list does: -1 and q
+    both its modules, not -1 alone and q a config file."""
+    argv = ["train", "--model_name_or_path", "m", "--target_modules", "-1", "q", "--lora_r", "8"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "config file" not in err and "unexpected argument" not in err, err

@@ -26,6 +26,7 @@ from directpo.cli_flags import (
     as_typed,
     attach_negative_values,
     end_of_options,
+    flag_kinds,
     flag_value,
     launcher_rank_dropped,
     option_kinds,
@@ -106,7 +107,9 @@ def _run_command(typed: list[str]) -> int:
     the other commands' flags by argparse."""
     parser = build_parser()  # (inside: a Ctrl-C while it is built is said in one line)
     ended = end_of_options(typed, _command_kinds(typed))
-    argv = spelt_as_flags(underscored(attach_negative_values(ended)))
+    named = COMMANDS.get(typed[0]) if typed else None  # (a list flag's values kept apart)
+    several = flag_kinds(named.options) if named is not None else {}
+    argv = spelt_as_flags(underscored(attach_negative_values(ended, several)))
     if dashes := typographic_dashes(argv, every_option_name()):
         raise ConfigError(dashes)
     if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].takes_yaml:

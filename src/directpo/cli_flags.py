@@ -35,13 +35,23 @@ from directpo.options import option_help, type_hints
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
 
-def attach_negative_values(argv: Sequence[str]) -> list[str]:
+def attach_negative_values(argv: Sequence[str], kinds: dict[str, str] | None = None) -> list[str]:
     """``--key -1e-5`` -> ``--key=-1e-5``: argparse reads a value that starts with '-' and is
-    not a plain integer or decimal (``-1e-5``, ``-0.5,1``) as an unknown option."""
+    not a plain integer or decimal (``-1e-5``, ``-0.5,1``) as an unknown option. A flag of
+    several values (``kinds``: a list's) is left as written: attached, its first value alone
+    was its value (``--loss_weights -1 2`` read 2 as a stray argument; train's reader takes
+    every value up to the next ``--key``, a negative one too)."""
     joined: list[str] = []
     for token in argv:
         previous = joined[-1] if joined else ""
-        if NEGATIVE_VALUE.match(token) and previous.startswith("--") and "=" not in previous:
+        key = previous[2:].replace("-", "_")
+        several = (kinds or {}).get(ALIASES.get(key, key)) in (LIST, PATHS)
+        if (
+            NEGATIVE_VALUE.match(token)
+            and previous.startswith("--")
+            and "=" not in previous
+            and not several
+        ):
             joined[-1] = f"{previous}={token}"
         else:
             joined.append(token)
@@ -325,6 +335,15 @@ def _several_json_values(text: str) -> bool:
     return text[end:].strip().startswith("{")
 
 
+def flag_kinds(options: type) -> dict[str, str]:
+    """How each flag train's reader knows reads its values: the options' own, and OpenRLHF's
+    and torchtune's names as the option they rename (--target_modules q_proj v_proj: both;
+    the second was taken for the config file)."""
+    kinds = option_kinds(options)
+    kinds |= {k: kinds[ours] for k, ours in RENAMED.items() if ours in kinds and k not in kinds}
+    return kinds | dict.fromkeys(SEVERAL_VALUES, LIST)
+
+
 def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, dict[str, Any]]:
     """(YAML file, flags) of ``train [CONFIG.yaml] [--key value | --key=value | --flag ...]``.
 
@@ -333,12 +352,7 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
     the next flag (or the YAML file); one given no value is an error. A boolean option written
     bare (``--bf16``, TRL's style) is true, as is an unknown key written bare (TRL's booleans).
     The YAML file is the first free token, or ``--config`` (TRL's spelling)."""
-    kinds = option_kinds(options)
-    # OpenRLHF's and torchtune's names read their values as the option they rename does
-    # (--target_modules q_proj v_proj: both; the second was taken for the config file)
-    kinds |= {k: kinds[ours] for k, ours in RENAMED.items() if ours in kinds and k not in kinds}
-    kinds |= dict.fromkeys(SEVERAL_VALUES, LIST)
-    reading = _Reading(tokens, options, kinds)
+    reading = _Reading(tokens, options, flag_kinds(options))
     while reading.index < len(tokens):
         token = tokens[reading.index]
         reading.index += 1
