@@ -1515,3 +1515,29 @@ def test_train_with_no_config_says_the_options_it_needs(tmp_path, monkeypatch) -
     ]
     with pytest.raises(ConfigError, match="^model_name_or_path is required$"):
         train(train_dataset=SENTIMENT_PAIRS, echo=None)
+
+
+@pytest.mark.parametrize(
+    ("flags", "advice"), [(["--max_length", "2048"], "give --max_length 512"), ([], None)]
+)
+def test_a_refusal_after_the_data_says_a_flag_beside_a_recipe_as_the_flag(
+    tiny_model_dirs, tmp_path, capsys, flags, advice
+) -> None:
+    """Lines said once the data is read (the models' position tables here) named a flag given
+    beside a recipe as the recipe's key ('set max_length: 512'), a key the file lacks; the
+    recipe's own key is still said as its key."""
+    from directpo.cli import main
+
+    long_row = {"prompt": "word " * 600, "chosen": " yes", "rejected": " no"}
+    data = write_jsonl(tmp_path / "pairs.jsonl", [*SENTIMENT_PAIRS, long_row])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model_name_or_path: {tiny_model_dirs['gpt2']}\ntrain_file: {data}\n"
+        f"output_dir: {tmp_path / 'out'}\nmax_steps: 1\n" + ("" if flags else "max_length: 2048\n")
+    )
+    assert main(["train", str(recipe), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "learned positions" in err, err
+    assert (advice or "set max_length: 512") in err, err
+    if advice:
+        assert "set max_length" not in err, err

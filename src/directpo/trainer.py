@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from directpo.arguments import checked_arguments, config_with, replaced_sources
 from directpo.batch_fit import retry_smaller, split_micro_batches
 from directpo.batching import collate_pairs
-from directpo.callers import Caller, Entry, Spelling, entry_point
+from directpo.callers import Caller, Entry, Spelling, as_loaded, entry_point
 from directpo.config import DPOConfig
 from directpo.distributed import (
     all_reduce_sum,
@@ -139,7 +139,11 @@ def train(
         for note in replaced_sources(config, train_dataset, eval_dataset):
             echo(note)
         switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)
-        with library_output(config, world.is_main), kept_for_caller(world.device), switches:
+        # every line said from here (the models' refusals, the lengths', out-of-memory advice,
+        # the loop's) says an option as its source wrote it: a flag beside a recipe as the
+        # flag (train r.yaml --max_length 8 was told the recipe's 'set max_length: ...')
+        spelt = as_loaded(config)
+        with library_output(config, world.is_main), kept_for_caller(world.device), switches, spelt:
             mine = lock if world.is_main else None  # one holder per run: rank 0
             try:
                 run = prepare_run(
