@@ -907,7 +907,10 @@ def test_unknown_option_said_with_missing_files_and_bad_rows(tmp_path) -> None:
     with pytest.raises(ConfigErrors) as info:
         load_config(None, {"bogus": "1", "train_file": str(bad)})
     assert info.value.problems == ["unknown option '--bogus'"]
-    assert info.value.rows == [f"{bad}: line 1: field 'rejected' is empty"]
+    assert info.value.rows == [
+        f"{bad}: line 1: field 'rejected' is empty",
+        "skip_invalid_rows: true skips them",  # (one bad row: skipped as several are)
+    ]
 
 
 def test_an_unknown_keyword_from_python_is_said_with_missing_files_and_bad_rows(tmp_path) -> None:
@@ -922,7 +925,10 @@ def test_an_unknown_keyword_from_python_is_said_with_missing_files_and_bad_rows(
         "unknown option 'lerning_rate'; did you mean 'learning_rate'?",
         f"model_name_or_path: no such model folder: {missing}",
     ]
-    assert info.value.rows == [f"{bad}: line 1: field 'rejected' is empty"]
+    assert info.value.rows == [
+        f"{bad}: line 1: field 'rejected' is empty",
+        "skip_invalid_rows=True skips them",  # (Python's keyword)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiny import write_jsonl
+from tiny import with_skip_hint, write_jsonl
 
 from directpo.data import Columns, load_preferences, parse_pair
 from directpo.errors import ConfigError, DataError
@@ -223,7 +223,8 @@ BAD_JSONL = [
         'Assistant: no"}\n',
         r"bad.jsonl: line 1: chosen and rejected differ in their leading whitespace \(chosen "
         r"starts with '\\n\\n', rejected with none\), so they share no prompt; strip it from "
-        r"the start of both \(the conversation they share after it is then the prompt\)$",
+        r"the start of both \(the conversation they share after it is then the prompt\); "
+        r"skip_invalid_rows: true skips them$",
     ),
     (
         '{"chosen": " Human: hi Assistant: yes", "rejected": "Human: hi Assistant: yes"}\n',
@@ -562,7 +563,10 @@ def test_rows_from_python_are_named_by_the_argument_that_gave_them(
     broken = [{"prompt": "x", "chosen": " y"}]
     with pytest.raises(DataError, match=r"^eval_dataset: column 'rejected' not found"):
         train(config, SENTIMENT_PAIRS, broken, echo=lambda _: None)
-    with pytest.raises(DataError, match=r"^train_dataset: row 2: missing field 'chosen'$"):
+    with pytest.raises(
+        DataError,
+        match=r"^train_dataset: row 2: missing field 'chosen'; skip_invalid_rows=True skips them$",
+    ):
         train(config, [SENTIMENT_PAIRS[0], {"prompt": "x", "rejected": " z"}], echo=lambda _: None)
     path = write_jsonl(tmp_path / "bad.jsonl", broken)
     with pytest.raises(DataError, match=f"^{path}: column 'rejected' not found"):
@@ -731,6 +735,7 @@ def test_every_train_files_bad_rows_are_said_in_one_run(tmp_path: Path) -> None:
         load_preferences([str(first), str(good), str(second)])
     assert str(info.value) == (
         f"{first}: line 2: missing field 'rejected'; {second}: line 1: field 'chosen' is empty"
+        "; skip_invalid_rows: true skips them"  # (said once, after the last source)
     )
 
 
@@ -812,7 +817,8 @@ def test_a_lone_surrogate_is_the_rows_error_not_the_tokenizers_traceback(tmp_pat
         load_preferences(str(path))
     assert str(raised.value) == (
         f"{path}: line 2: field 'rejected' holds a lone UTF-16 surrogate ('\\ud83d' at "
-        "character 4), half of a character, which no tokenizer encodes; remove it"
+        "character 4), half of a character, which no tokenizer encodes; remove it; "
+        "skip_invalid_rows: true skips them"
     )
     path.write_text(lines[2] + "\n")
     with pytest.raises(DataError, match=r"line 1: field 'prompt' holds a lone UTF-16 surrogate"):
@@ -1119,15 +1125,20 @@ def test_python_train_and_eval_data_are_named_by_their_argument(
     for rows in (bad, pd.DataFrame(bad), datasets.Dataset.from_list(bad)):
         with pytest.raises(DataError) as err:
             train(config, SENTIMENT_PAIRS, rows, echo=lines.append)
-        assert str(err.value) == "eval_dataset: row 2: chosen and rejected are identical"
+        assert str(err.value) == with_skip_hint(
+            "eval_dataset: row 2: chosen and rejected are identical"
+        )
         with pytest.raises(DataError) as err:
             train(config, rows, SENTIMENT_PAIRS, echo=lines.append)
-        assert str(err.value) == "train_dataset: row 2: chosen and rejected are identical"
+        assert str(err.value) == with_skip_hint(
+            "train_dataset: row 2: chosen and rejected are identical"
+        )
     assert lines[0].startswith("train: train_dataset: 6 pairs")
     path = write_jsonl(tmp_path / "bad.jsonl", bad)
     with pytest.raises(DataError) as err:
         train(config, SENTIMENT_PAIRS, path, echo=lines.append)
-    assert str(err.value) == f"{path}: line 2: chosen and rejected are identical"
+    # (train's Python caller: the keyword; a recipe's or a flag's user: test_early_rows)
+    assert str(err.value) == with_skip_hint(f"{path}: line 2: chosen and rejected are identical")
 
 
 def test_a_prompt_in_a_column_of_another_name_is_not_read_from_the_completions(
@@ -1391,12 +1402,14 @@ def test_sharegpt_messages_are_said_in_the_form_a_template_reads(tmp_path: Path)
     assert str(info.value).endswith(
         "line 1: field 'prompt': message 1 has no role, expected one of system, developer, user, "
         'assistant, tool, ipython; ShareGPT\'s {"from": "human" / "gpt", "value": ...} is '
-        'written {"role": "user" / "assistant", "content": ...}'
+        'written {"role": "user" / "assistant", "content": ...}; skip_invalid_rows: true skips them'
     )
     human = {**row, "prompt": [{"role": "human", "content": "Hi"}]}
     with pytest.raises(DataError, match="role 'human', expected .*; ShareGPT's"):
         _load_rows(tmp_path, [human])
-    with pytest.raises(DataError, match="role 'bot', expected .*ipython$"):  # no ShareGPT
+    with pytest.raises(
+        DataError, match="role 'bot', expected .*ipython; skip_invalid_rows: true skips them$"
+    ):  # no ShareGPT
         _load_rows(tmp_path, [{**row, "prompt": [{"role": "bot", "content": "Hi"}]}])
 
 
@@ -1410,16 +1423,25 @@ def test_a_null_field_is_said_null_not_missing(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{tmp_path / 'f.jsonl'}: line 2: field 'chosen' is null")
     assert "line 3: field 'prompt' is null" in str(info.value)
     pd.DataFrame(rows[:2]).to_parquet(tmp_path / "f.parquet")
-    with pytest.raises(DataError, match=r"f.parquet: row 2: field 'chosen' is null$"):
+    with pytest.raises(
+        DataError,
+        match=r"f.parquet: row 2: field 'chosen' is null; skip_invalid_rows: true skips them$",
+    ):
         load_preferences(str(tmp_path / "f.parquet"))
     absent = {"prompt": "a", "rejected": "b"}
-    with pytest.raises(DataError, match=r"line 2: missing field 'chosen'$"):
+    with pytest.raises(
+        DataError, match=r"line 2: missing field 'chosen'; skip_invalid_rows: true skips them$"
+    ):
         load_preferences(str(write_jsonl(tmp_path / "g.jsonl", [ROWS[0], absent])))
     data = load_preferences(str(write_jsonl(tmp_path / "h.jsonl", rows)), skip_invalid_rows=True)
     assert len(data) == 1 and data.skipped == {"missing field": 2}
     # json.dump of a DataFrame's records writes its missing values NaN: "got a number" was said
     (tmp_path / "n.jsonl").write_text(json.dumps({**ROWS[0], "rejected": float("nan")}) + "\n")
-    with pytest.raises(DataError, match=r"line 1: field 'rejected' is NaN \(a missing value\)$"):
+    with pytest.raises(
+        DataError,
+        match=r"line 1: field 'rejected' is NaN \(a missing value\); "
+        r"skip_invalid_rows: true skips them$",
+    ):
         load_preferences(str(tmp_path / "n.jsonl"))
 
 
@@ -1442,7 +1464,10 @@ def test_a_json_list_saved_as_jsonl_is_read_as_datasets_reads_it(tmp_path: Path)
         ]
     bad = [ROWS[0], {"prompt": "Q"}]
     (tmp_path / "d.jsonl").write_text(json.dumps(bad, indent=2))
-    with pytest.raises(DataError, match=r"^d.jsonl: row 2: missing field 'chosen'$"):
+    with pytest.raises(
+        DataError,
+        match=r"^d.jsonl: row 2: missing field 'chosen'; skip_invalid_rows: true skips them$",
+    ):
         load_preferences(str(tmp_path / "d.jsonl"), name="d.jsonl")
     (tmp_path / "e.jsonl").write_text('["Q", " a", " b"]\n["Q", " c", " d"]\n')
     turns = json.dumps([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}])
@@ -1506,6 +1531,7 @@ def test_llama_factorys_ranking_rows_are_said_with_the_fix_each_needs(tmp_path: 
         "lf.json: row 1: field 'chosen' must be a string, got an object (one message); write it "
         'as a list of messages, [{"role": "assistant", "content": ...}]; ShareGPT\'s {"from": '
         '"human" / "gpt", "value": ...} is written {"role": "user" / "assistant", "content": ...}'
+        "; skip_invalid_rows: true skips them"
     )
     prompt = [{"role": "user", "content": "Q"}]
     row = {"conversations": prompt, "chosen": [{"role": "assistant", "content": " a"}]}
@@ -1513,7 +1539,8 @@ def test_llama_factorys_ranking_rows_are_said_with_the_fix_each_needs(tmp_path: 
     (tmp_path / "lists.json").write_text(json.dumps([row]))
     with pytest.raises(
         DataError,
-        match=r"column 'conversations' holds messages: set prompt_column: conversations\)$",
+        match=r"column 'conversations' holds messages: set prompt_column: conversations\); "
+        r"skip_invalid_rows: true skips them$",
     ):
         load_preferences(str(tmp_path / "lists.json"))
     data = load_preferences(str(tmp_path / "lists.json"), columns=Columns(prompt="conversations"))
@@ -1631,7 +1658,11 @@ def test_a_prompt_of_empty_messages_is_refused_as_an_empty_text_prompt_is(tmp_pa
     ]  # fmt: skip
     for row, said in zip(rows, ["field 'prompt'", "the prompt (the turns 'chosen' and "
                                 "'rejected' share)", "field 'prompt'"], strict=True):  # fmt: skip
-        with pytest.raises(DataError, match=rf"line 1: {re.escape(said)} has only empty messages$"):
+        with pytest.raises(
+            DataError,
+            match=rf"line 1: {re.escape(said)} has only empty messages; "
+            r"skip_invalid_rows: true skips them$",
+        ):
             load_preferences(str(write_jsonl(tmp_path / "f.jsonl", [row])))
     system = {"role": "system", "content": "Be brief."}
     image = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ""}]}
@@ -2295,7 +2326,9 @@ def test_a_first_row_without_its_prompt_does_not_make_the_file_implicit(tmp_path
     path = write_jsonl(tmp_path / "f.jsonl", [{"chosen": " a", "rejected": " b"}, *ROWS])
     with pytest.raises(DataError) as err:
         load_preferences(str(path))
-    assert str(err.value) == f"{path}: line 1: no field 'prompt' (the other rows have it)"
+    assert str(err.value) == with_skip_hint(
+        f"{path}: line 1: no field 'prompt' (the other rows have it)", "recipe"
+    )
     read = load_preferences(str(path), skip_invalid_rows=True)
     assert read.layout == "explicit" and read.skipped == {"missing field": 1}
     assert [e.prompt for e in read.examples] == [r["prompt"] for r in ROWS]
@@ -2315,7 +2348,8 @@ def test_gemmas_model_role_and_openais_function_role_say_the_role_to_write(
     assert str(info.value).endswith(
         "line 1: field 'chosen': message 1 has role 'model', expected one of system, developer, "
         "user, assistant, tool, ipython; write it 'assistant' (Gemma's template and Gemini's API "
-        "name the assistant's turn 'model'; the chat template writes each role its own way)"
+        "name the assistant's turn 'model'; the chat template writes each role its own way); "
+        "skip_invalid_rows: true skips them"
     )
     called = [USER_HI, {"role": "function", "content": '{"temperature": 22}'}]
     with pytest.raises(DataError, match=r"role 'function', .*; write it 'tool' \(OpenAI's older"):

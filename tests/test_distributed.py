@@ -563,7 +563,7 @@ def test_an_error_of_one_rank_alone_is_said_by_that_rank(
         ("oom", "1"): f"rank 1: {oom}",
         ("data", "1"): f"rank 1: {five_pairs}: no such file (on this node only)",
         ("missing", "1"): "rank 1: 2 options cannot be used:",  # train_file, eval_file: below
-        (None, None): f"{data}: line 3: missing field 'chosen'",
+        (None, None): f"{data}: line 3: missing field 'chosen'; skip_invalid_rows: true skips them",
     }
     assert errors == [f"directpo: error: {why[fault, where]}"], done.stderr[-3000:]
     if fault == "missing":

@@ -28,6 +28,7 @@ def test_a_refused_value_and_bad_rows_are_said_in_one_run(tmp_path) -> None:
         "and the data files' rows:",
         f"  {train}: line 2: missing field 'rejected'",
         f"  {held}: line 2: field 'rejected' is empty",
+        "  skip_invalid_rows=True skips them",  # (one bad row a file: skipped as several are)
     ]
     with pytest.raises(ConfigError) as info:
         DPOConfig(**options, learning_rate=-1, chosen_column="")
@@ -43,6 +44,7 @@ def test_a_refused_value_and_bad_rows_are_said_in_one_run(tmp_path) -> None:
         "and the data files' rows:",
         f"  {train}: line 2: missing field 'rejected'",
         f"  {held}: line 2: field 'rejected' is empty",
+        "  skip_invalid_rows: true skips them",  # (check_run's own caller: a recipe's words)
     ]
     write_jsonl(train, [GOOD])  # good rows: the value alone, as before
     write_jsonl(held, [GOOD])
@@ -79,9 +81,10 @@ def test_the_rows_given_to_train_are_said_beside_a_refused_value(tmp_path) -> No
     # fixed: it is said with it, as the run says it
     with pytest.raises(ConfigError) as info:
         train({**options, "beta": -1}, train_dataset=str(tmp_path / "none.jsonl"), echo=None)
-    assert str(info.value).splitlines()[-2:] == [
+    assert str(info.value).splitlines()[-3:] == [
         f"  {held}: line 2: field 'chosen' is empty",
         f"  {tmp_path}/none.jsonl: no such file",
+        "  skip_invalid_rows=True skips them",  # (said once, after every source)
     ]
     with pytest.raises(ConfigError) as info:  # refused at start: CUDA only, on a CPU
         train(DPOConfig(**options, use_liger_kernel=True), train_dataset=rows, echo=None)
@@ -105,17 +108,28 @@ def test_an_output_dir_in_use_is_said_with_the_bad_rows(tmp_path) -> None:
         train(DPOConfig(**options, train_file=str(data)), echo=None)
     said = str(info.value).splitlines()
     assert said[1].startswith(f"  output_dir {used} already holds other files (notes.txt)")
-    assert said[2:] == ["and the data files' rows:", f"  {data}: line 2: missing field 'rejected'"]
+    assert said[2:] == [
+        "and the data files' rows:",
+        f"  {data}: line 2: missing field 'rejected'",
+        "  skip_invalid_rows=True skips them",
+    ]
     # with an option refused at start (CUDA only, on a CPU): both said (the folder took a run)
     with pytest.raises(ConfigError) as info:
         check_run(DPOConfig(**options, train_file=str(data), use_liger_kernel=True), "cpu")
     said = str(info.value).splitlines()
     assert said[0] == "2 options cannot be used:" and said[1].startswith("  use_liger_kernel")
     assert said[2].startswith(f"  output_dir {used} already holds other files (notes.txt)")
-    assert said[3:] == ["and the data files' rows:", f"  {data}: line 2: missing field 'rejected'"]
+    assert said[3:] == [
+        "and the data files' rows:",
+        f"  {data}: line 2: missing field 'rejected'",
+        "  skip_invalid_rows: true skips them",  # (check_run's own caller: a recipe's words)
+    ]
     with pytest.raises(ConfigError) as info:  # rows given to train() in place of the file
         train(DPOConfig(**options), train_dataset=[GOOD, {"prompt": "a"}], echo=None)
-    assert str(info.value).splitlines()[-1] == "  train_dataset: row 2: missing field 'chosen'"
+    assert str(info.value).splitlines()[-2:] == [
+        "  train_dataset: row 2: missing field 'chosen'",
+        "  skip_invalid_rows=True skips them",
+    ]
 
 
 def test_trls_args_decide_how_the_rows_given_to_train_are_read(tmp_path) -> None:

@@ -384,13 +384,19 @@ def test_a_mixtures_problems_are_said_beside_refused_values_in_one_run(tmp_path)
     mixture = {"datasets": [{"id": str(bad)}]}
     with pytest.raises(ConfigError) as info:
         DPOConfig(model_name_or_path=str(tmp_path), dataset_mixture=mixture, beta=-1)
-    assert str(info.value).splitlines()[-1] == f"  {bad}: line 3: missing field 'chosen'"
+    assert str(info.value).splitlines()[-2:] == [
+        f"  {bad}: line 3: missing field 'chosen'",
+        "  skip_invalid_rows=True skips them",
+    ]
     # an entry's refused weight leaves the other entries' rows to be read as the run reads them
     good = write_jsonl(tmp_path / "good.jsonl", SENTIMENT_PAIRS[:2])
     mixture = {"datasets": [{"id": str(good), "weight": 2}, {"id": str(bad)}]}
     with pytest.raises(ConfigError) as info:
         DPOConfig(model_name_or_path=str(tmp_path), dataset_mixture=mixture)
-    assert str(info.value).splitlines()[-1] == f"  {bad}: line 3: missing field 'chosen'"
+    assert str(info.value).splitlines()[-2:] == [
+        f"  {bad}: line 3: missing field 'chosen'",
+        "  skip_invalid_rows=True skips them",
+    ]
     config = DPOConfig(model_name_or_path=str(tmp_path / "gone"), dataset_mixture={
         "datasets": [{"id": str(none)}]
     })  # fmt: skip

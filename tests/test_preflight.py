@@ -209,7 +209,10 @@ def test_a_missing_template_prompts_reward_or_dataset_file_is_said_with_the_rest
     with pytest.raises(ConfigError) as info:  # at start, with the train file's bad rows
         check_run(DPOConfig(**options, output_dir=str(tmp_path / "out")), "cpu")
     assert sorted(info.value.problems) == sorted(missing)
-    assert info.value.rows == [f"{pairs}: line 2: field 'chosen' is empty"]
+    assert info.value.rows == [
+        f"{pairs}: line 2: field 'chosen' is empty",
+        "skip_invalid_rows: true skips them",
+    ]
     # a reward function's file likewise (importing it is left to the start checks)
     online = dict(model_name_or_path=str(tmp_path), online=True, prompt_file=str(pairs))
     with pytest.raises(ConfigError) as info:

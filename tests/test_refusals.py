@@ -10,6 +10,7 @@ from directpo.config import DPOConfig
 from directpo.data import load_preferences
 from directpo.errors import ConfigError, DataError
 
+GOOD = {"prompt": "a", "chosen": " b", "rejected": " c"}
 BAD = [{"prompt": "a", "chosen": " b", "rejected": " b"}, {"prompt": "a", "chosen": " b"}]
 
 
@@ -31,3 +32,30 @@ def test_the_skip_hint_is_written_as_the_caller_sets_options(tmp_path, capsys) -
         DPOConfig(model_name_or_path=str(tmp_path), train_file=str(bad), beta=-1)
     with pytest.raises(DataError, match="; skip_invalid_rows: true skips them$"):
         load_preferences(str(bad))  # (a library function outside any entry: the docs' words)
+
+
+def test_a_single_refused_row_is_told_what_skips_it_as_several_are(tmp_path, capsys) -> None:
+    """One bad row (in 60k) was refused without 'skip_invalid_rows skips them', said only
+    when several were: it is said for one row too, in each caller's words, as the whole line.
+    score / rank take no skip_invalid_rows: their rows are told no hint, one or several."""
+    (tmp_path / "config.json").write_text("{}")
+    bad = write_jsonl(tmp_path / "bad.jsonl", [GOOD, {"prompt": "a", "chosen": " b"}])
+    row = f"{bad}: line 2: missing field 'rejected'"
+    out = ["--output_dir", str(tmp_path / "out")]
+    flags = ["--model_name_or_path", str(tmp_path), "--train_file", str(bad)]
+    assert main(["train", *flags, *out]) == 2
+    assert capsys.readouterr().err == f"directpo: error: {row}; --skip_invalid_rows skips them\n"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model_name_or_path: {tmp_path}\ntrain_file: {bad}\n")
+    assert main(["train", str(recipe), *out]) == 2
+    said = capsys.readouterr().err
+    assert said == f"directpo: error: {row}; skip_invalid_rows: true skips them\n"
+    with pytest.raises(ConfigError) as info:
+        DPOConfig(model_name_or_path=str(tmp_path), train_file=str(bad), beta=-1)
+    assert info.value.rows == [row, "skip_invalid_rows=True skips them"]
+    several = write_jsonl(tmp_path / "several.jsonl", [{"prompt": "a", "chosen": " b"}] * 2)
+    for command in ("score", "rank"):
+        for rows in (bad, several):
+            assert main([command, "--model_name_or_path", str(tmp_path), "--input", str(rows)])
+            said = capsys.readouterr().err
+            assert f"{rows}: line" in said and "skips them" not in said, said

@@ -23,7 +23,9 @@ BAD = {"prompt": "Q", "chosen": " a", "rejected": None}
 def _refusal(source: object, name: str, **options: object) -> str:
     with pytest.raises(DataError) as err:
         load_preferences(source, name=name, **options)
-    return str(err.value)
+    said = str(err.value)  # (a row's place is what these tests pin: the hint after it apart)
+    assert said.endswith("; skip_invalid_rows: true skips them"), said
+    return said.removesuffix("; skip_invalid_rows: true skips them")
 
 
 def test_a_folders_bad_row_is_said_by_its_file_and_line(tmp_path, monkeypatch) -> None:
@@ -43,7 +45,7 @@ def test_a_folders_bad_row_is_said_by_its_file_and_line(tmp_path, monkeypatch) -
     train = load_named_dataset(config, "dataset_train_split", required="training")
     assert _refusal(train, "data[train]") == (
         "data[train]: data/b.jsonl: line 3: field 'rejected' is null (1 more row like it: "
-        "data/c.jsonl.gz: line 1); skip_invalid_rows: true skips them"
+        "data/c.jsonl.gz: line 1)"
     )
     kept = load_preferences(train, name="data[train]", skip_invalid_rows=True)
     assert len(kept) == 4 and kept.skipped == {"missing field": 2}
@@ -112,7 +114,8 @@ def test_a_mixture_sources_data_files_name_the_bad_rows_file(tmp_path, monkeypat
     with pytest.raises(DataError) as err:
         load_mixture(mixture, Columns())
     assert str(err.value) == (
-        "json(a.jsonl and 1 more)[train]: b.jsonl: line 2: field 'rejected' is null"
+        "json(a.jsonl and 1 more)[train]: b.jsonl: line 2: field 'rejected' is null; "
+        "skip_invalid_rows: true skips them"
     )
     mixed = load_mixture(mixture, Columns(), skip_invalid_rows=True)
     assert sorted(e.where for e in mixed.train.examples) == [

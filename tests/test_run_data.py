@@ -14,6 +14,7 @@ from tiny import (
     SENTIMENT_PAIRS,
     save_tiny_model,
     tiny_config,
+    with_skip_hint,
     write_jsonl,
 )
 
@@ -250,13 +251,14 @@ def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
     with pytest.raises(DataError) as err:
         load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
     assert str(err.value) == (
-        f"{train}: line 2: field 'chosen' is empty; {chat}: line 2: missing field 'chosen'"
+        f"{train}: line 2: field 'chosen' is empty; {chat}: line 2: missing field 'chosen'; "
+        "skip_invalid_rows: true skips them"  # (one row a file: said once, after the last)
     )
     # one file given as train and eval file: its bad row said once, not twice
     config = tiny_config(tiny_model_dirs["llama"], train, tmp_path / "out", eval_file=str(train))
     with pytest.raises(DataError) as err:
         load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
-    assert str(err.value) == f"{train}: line 2: field 'chosen' is empty"
+    assert str(err.value) == with_skip_hint(f"{train}: line 2: field 'chosen' is empty", "recipe")
     # ... and streamed, read only as far as max_steps takes it: the row said once too
     write_jsonl(train, [good, {**good, "chosen": ""}, good, {"prompt": "p"}])
     config = tiny_config(tiny_model_dirs["llama"], train, tmp_path / "out", eval_file=str(train),
@@ -283,7 +285,9 @@ def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
     with pytest.raises(DataError) as err:
         load_run_data(config, None, None, torch.device("cpu"), lambda _: None)
     refused = f"the chat template refused the row (no system){NO_SYSTEM_TURN_TRAIN}"
-    assert str(err.value) == f"{train}: line 2: {refused}; {chat}: line 1: {refused}"
+    assert str(err.value) == with_skip_hint(
+        f"{train}: line 2: {refused}; {chat}: line 1: {refused}", "recipe"
+    )
 
 
 def _endless_pairs(read: list[int], cap: int = 2_000):  # noqa: ANN202
@@ -393,7 +397,7 @@ def test_a_mixtures_bad_rows_and_the_eval_files_are_said_in_one_run(
         load_run_data(config, None, None, torch.device("cpu"), lambda line: None)
     assert str(info.value) == (
         f"{mixed}: line 2: field 'chosen' is empty; {held}: line 2: chosen and rejected are "
-        "identical"
+        "identical; skip_invalid_rows: true skips them"
     )
 
 

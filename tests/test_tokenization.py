@@ -179,6 +179,7 @@ def test_rows_identical_after_truncation_fail_or_are_skipped(tokenizers) -> None
         "f: line 1: chosen and rejected are identical after truncation: the prompt keeps 3 "
         "tokens and each completion its first 2 (max_length 5), which are the same; raise "
         "max_length, lower max_prompt_length, or set skip_invalid_rows: true to drop such rows"
+        "; skip_invalid_rows: true skips them"
     )
     result = tokenize_preferences(
         data, tokenizers["gpt2"], max_length=5, max_prompt_length=3, skip_invalid_rows=True
@@ -207,7 +208,7 @@ def test_texts_that_give_the_same_tokens_are_not_called_truncated(tokenizers) ->
             assert str(info.value) == (
                 "f: line 1: chosen and rejected differ as texts but not as tokens (the chat "
                 "template trims whitespace, or one writes out the EOS token the other gets "
-                "appended): the pair prefers nothing"
+                "appended): the pair prefers nothing; skip_invalid_rows: true skips them"
             )
 
 
@@ -407,7 +408,7 @@ def test_a_chat_template_that_raises_refuses_the_row() -> None:
         tokenize_preferences(data, tokenizer, 64)
     assert str(info.value) == (
         "f.jsonl: line 2: the chat template refused the row (Conversation roles must alternate "
-        f"user/assistant/user/assistant){NO_SYSTEM_TURN_TRAIN}"
+        f"user/assistant/user/assistant){NO_SYSTEM_TURN_TRAIN}; skip_invalid_rows: true skips them"
     )
     result = tokenize_preferences(data, tokenizer, 64, skip_invalid_rows=True)
     assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}
@@ -617,7 +618,7 @@ def test_a_chat_template_failing_on_a_row_is_a_row_error_not_a_traceback() -> No
         tokenize_preferences(data, tokenizer, 64)
     assert str(info.value) == (
         "f.jsonl: line 2: the chat template failed on the row (TypeError: can only concatenate "
-        'str (not "int") to str)'
+        'str (not "int") to str); skip_invalid_rows: true skips them'
     )
     result = tokenize_preferences(data, tokenizer, 64, skip_invalid_rows=True)
     assert len(result) == 1 and result.skipped == {"refused by the chat template": 1}
@@ -679,7 +680,7 @@ def test_a_prompts_tool_calls_the_template_drops_refuse_the_row() -> None:
         assert str(info.value) == (
             "rows: row 1: the chat template does not render the prompt's tool calls "
             "('get_weather' is not in the text it writes); give one that does with the "
-            "chat_template option"
+            "chat_template option; skip_invalid_rows: true skips them"
         )
     rows = load_preferences([explicit, WEATHER_ROW])
     skipped = tokenize_preferences(rows, tokenizer, 256, skip_invalid_rows=True)
@@ -789,7 +790,8 @@ def test_a_thinking_reply_after_enable_thinking_false_says_what_to_change() -> N
             "<think></think> (set by chat_template_kwargs: {enable_thinking: false} or a row's "
             "own chat_template_kwargs), so no reply can think after it: to train replies that "
             "reason, drop enable_thinking false (or set it true); to train without thinking, "
-            "remove the <think>...</think> blocks (and reasoning_content) from the replies"
+            "remove the <think>...</think> blocks (and reasoning_content) from the replies; "
+            "skip_invalid_rows: true skips them"
         )
         (pair,) = tokenize(chosen, None)
         assert tokenizer.decode(pair.chosen_ids).startswith("<think>\nadd them\n</think>\n\n4")
@@ -801,7 +803,8 @@ def test_a_thinking_reply_after_enable_thinking_false_says_what_to_change() -> N
         tokenize(thinking, None)
     assert str(info.value).endswith(
         "a prefix of the whole conversation (the prompt goes on '[BOT]assistant\\n' where the "
-        "conversation has '<|im_start|>assistant\\n<think>\\nadd them\\n<')"
+        "conversation has '<|im_start|>assistant\\n<think>\\nadd them\\n<'); "
+        "skip_invalid_rows: true skips them"
     )
 
 
@@ -1197,5 +1200,5 @@ def test_a_template_with_a_system_turn_refusing_a_later_system_message_is_not_sa
         tokenize_preferences(_conversations(later), tokenizer, 64)
     assert str(info.value) == (
         "f.jsonl: line 1: the chat template refused the row (Conversation roles must alternate "
-        "user/assistant/user/assistant/...)"
+        "user/assistant/user/assistant/...); skip_invalid_rows: true skips them"
     )

@@ -262,3 +262,16 @@ NO_SYSTEM_TURN_FOLDER = _NO_SYSTEM_TURN + (
     "in the model folder's chat template (its chat_template.jinja: score, rank and generate "
     "render with the model's own)"
 )
+
+
+SKIP_HINTS = {
+    "python": "skip_invalid_rows=True skips them",
+    "recipe": "skip_invalid_rows: true skips them",
+    "flags": "--skip_invalid_rows skips them",
+}
+
+
+def with_skip_hint(line: str, caller: str = "python") -> str:
+    """A train source's refused-rows ``line`` as it is said: ending in what skips the rows, in
+    the ``caller``'s words (a single refused row too)."""
+    return f"{line}; {SKIP_HINTS[caller]}"

@@ -85,8 +85,9 @@ class RefusedRows:
 
     def message(self, hint: str = "") -> str:
         """``label: line 2: P (2 more rows like it: line 3, line 4); line 5: Q; ...``, then
-        the rows of problems not shown counted, then ``hint`` (what skips them) when more than
-        one row is refused."""
+        the rows of problems not shown counted, then ``hint`` (what skips them), for a single
+        refused row too (it was said only for several: one bad row in 60k was not told how to
+        go on without it)."""
         problems = list(self._problems.items())
         # (a last problem is said rather than counted as "1 more row with another problem")
         shown = SHOWN_PROBLEMS + (len(problems) == SHOWN_PROBLEMS + 1 and not self._other_count)
@@ -100,7 +101,7 @@ class RefusedRows:
             rows = "row" if unshown == 1 else "rows"
             more = ", ..." if unshown > len(places) else ""
             parts.append(f"{unshown} more {rows} with {other}: {', '.join(places)}{more}")
-        if hint and self.count > 1:
+        if hint:
             parts.append(hint)
         text = "; ".join(parts)
         return f"{self.label}: {text}" if self._labelled and self.label else text
