@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-from tiny import write_jsonl
+from dataclasses import replace
 
+import pytest
+from tiny import SKIP_HINTS, build_tokenizer, write_jsonl
+
+from directpo.callers import Caller, Entry, Spelling, called_by
 from directpo.cli import main
 from directpo.config import DPOConfig
-from directpo.data import load_preferences
+from directpo.data import PreferenceData, PreferenceExample, load_preferences
 from directpo.errors import ConfigError, DataError
+from directpo.tokenization import tokenize_preferences
 
 GOOD = {"prompt": "a", "chosen": " b", "rejected": " c"}
 BAD = [{"prompt": "a", "chosen": " b", "rejected": " b"}, {"prompt": "a", "chosen": " b"}]
@@ -59,3 +63,28 @@ def test_a_single_refused_row_is_told_what_skips_it_as_several_are(tmp_path, cap
             assert main([command, "--model_name_or_path", str(tmp_path), "--input", str(rows)])
             said = capsys.readouterr().err
             assert f"{rows}: line" in said and "skips them" not in said, said
+
+
+def test_a_row_whose_problem_says_how_to_skip_it_is_not_told_again() -> None:
+    """A row cut to identical replies ended '... or set skip_invalid_rows: true to drop such
+    rows; skip_invalid_rows: true skips them': the advice twice, one row or several. It is said
+    once, in each caller's words; a line with a row of another problem keeps the hint (it is
+    what skips that row)."""
+    tokenizer = build_tokenizer("gpt2")
+    cut_alike = PreferenceExample("The movie was", " great and more", " great but less", "")
+    bare = PreferenceExample("The movie was", " great", " great", "")
+    callers = {"recipe": Spelling.RECIPE, "flags": Spelling.FLAGS, "python": Spelling.PYTHON}
+    for name, spelling in callers.items():
+        option = SKIP_HINTS[name].removesuffix(" skips them")
+        for rows in (1, 3):
+            examples = [replace(cut_alike, where=f"f: line {i}") for i in range(1, rows + 1)]
+            with called_by(Caller(spelling, Entry.TRAIN)), pytest.raises(DataError) as info:
+                tokenize_preferences(PreferenceData(examples, "explicit", "f"), tokenizer, 5, 3)
+            said = str(info.value)
+            assert f"{option} to drop such rows" in said and said.count(option) == 1, said
+            assert "skips them" not in said and said.startswith("f: line 1: "), said
+        mixed = [replace(cut_alike, where="f: line 1"), replace(bare, where="f: line 2")]
+        with called_by(Caller(spelling, Entry.TRAIN)), pytest.raises(DataError) as info:
+            tokenize_preferences(PreferenceData(mixed, "explicit", "f"), tokenizer, 5, 3)
+        said = str(info.value)
+        assert said.endswith(f"; {SKIP_HINTS[name]}") and said.count(option) == 2, said

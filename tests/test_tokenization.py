@@ -179,8 +179,7 @@ def test_rows_identical_after_truncation_fail_or_are_skipped(tokenizers) -> None
         "f: line 1: chosen and rejected are identical after truncation: the prompt keeps 3 "
         "tokens and each completion its first 2 (max_length 5), which are the same; raise "
         "max_length, lower max_prompt_length, or set skip_invalid_rows: true to drop such rows"
-        "; skip_invalid_rows: true skips them"
-    )
+    )  # (the advice said once: the line ended "; skip_invalid_rows: true skips them" too)
     result = tokenize_preferences(
         data, tokenizers["gpt2"], max_length=5, max_prompt_length=3, skip_invalid_rows=True
     )

@@ -19,13 +19,14 @@ from directpo.errors import DataError
 SHOWN_PROBLEMS = 3  # distinct problems named in the line
 SHOWN_PLACES = 3  # later rows of one problem named by place
 KEPT_PROBLEMS = 64  # distinct problems remembered; the rest are only counted
+SKIP_OPTION = "skip_invalid_rows"  # named by the hint, and by a problem that gives its own
 
 
 def skip_hint() -> str:
     """What skips the refused rows, as the caller sets options: ``skip_invalid_rows: true`` in
     a recipe, ``--skip_invalid_rows`` on a command line, ``skip_invalid_rows=True`` in Python
     (a flags or Python user was told the recipe's YAML alone)."""
-    return f"{spell_option('skip_invalid_rows', True, in_recipe=False)} skips them"
+    return f"{spell_option(SKIP_OPTION, True, in_recipe=False)} skips them"
 
 
 @dataclass
@@ -87,7 +88,9 @@ class RefusedRows:
         """``label: line 2: P (2 more rows like it: line 3, line 4); line 5: Q; ...``, then
         the rows of problems not shown counted, then ``hint`` (what skips them), for a single
         refused row too (it was said only for several: one bad row in 60k was not told how to
-        go on without it)."""
+        go on without it). A line whose every row is shown with a problem that already says
+        how to skip it ("... or set skip_invalid_rows: true to drop such rows") gets no hint:
+        it said the advice twice. Rows of a problem without it, or rows only counted, keep it."""
         problems = list(self._problems.items())
         # (a last problem is said rather than counted as "1 more row with another problem")
         shown = SHOWN_PROBLEMS + (len(problems) == SHOWN_PROBLEMS + 1 and not self._other_count)
@@ -101,7 +104,7 @@ class RefusedRows:
             rows = "row" if unshown == 1 else "rows"
             more = ", ..." if unshown > len(places) else ""
             parts.append(f"{unshown} more {rows} with {other}: {', '.join(places)}{more}")
-        if hint:
+        if hint and (unshown or not all(SKIP_OPTION in problem for problem, _ in problems)):
             parts.append(hint)
         text = "; ".join(parts)
         return f"{self.label}: {text}" if self._labelled and self.label else text
