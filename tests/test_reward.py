@@ -16,6 +16,7 @@ from directpo.command_options import RankOptions, ScoreOptions
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, DataError
 from directpo.eval_samples import evaluate_generations
+from directpo.preference_pairs import PreferenceExample
 from directpo.reference import FrozenModelReference
 from directpo.reward import PYTHON_CALLER, ImplicitReward
 from directpo.reward_files import rank_file, score_file
@@ -1108,3 +1109,44 @@ def test_from_run_names_a_recipes_option_where_train_calls_it(tiny_model_dirs) -
         with pytest.raises(ConfigError) as refused, called_by(who):
             ImplicitReward.from_run(model)
         assert give in str(refused.value)
+
+
+def test_implicit_reward_notes_a_template_without_a_generation_prompt_once(
+    tiny_model_dirs, recwarn
+) -> None:
+    """score, rank, train and generate note a chat template that writes no generation prompt
+    (each completion scored with the assistant's header first); ImplicitReward from Python
+    said nothing. It warns once, at the first conversation, with its own fix (its tokenizer
+    argument); a template that writes the header, or text prompts, say nothing."""
+    from tiny import CHATML_TEMPLATE
+
+    folder = str(tiny_model_dirs["gpt2"])
+    chat = [{"role": "user", "content": "Hi"}]
+    replies = [[{"role": "assistant", "content": "Good day"}], "Go away"]
+    pair = PreferenceExample(chat, replies[0], [{"role": "assistant", "content": "No"}], "")
+    without = CHATML_TEMPLATE.split("{% if add_generation_prompt %}")[0]
+    notes = {}
+    for name, template in (("without", without), ("with", CHATML_TEMPLATE)):
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer.chat_template = template
+        scorer = ImplicitReward(folder, folder, 0.1, tokenizer)
+        recwarn.clear()
+        scorer.score(["The movie was"], [" great"])  # (text: no header to note)
+        scorer.score([chat, chat], replies)
+        scorer.score(chat, replies[1])
+        scorer.score_pairs([pair])
+        notes[name] = [str(w.message) for w in recwarn if "generation prompt" in str(w.message)]
+        assert all(w.filename == __file__ for w in recwarn if "generation prompt" in str(w.message))
+        fresh = ImplicitReward(folder, folder, 0.1, tokenizer)
+        recwarn.clear()
+        fresh.score_pairs([pair])
+        notes[name] += [str(w.message) for w in recwarn if "generation prompt" in str(w.message)]
+    note = (
+        "note: the chat template writes no generation prompt (it has no add_generation_prompt "
+        "branch), so each completion is scored with the assistant turn's header "
+        "('<|im_start|>assistant\\n') as its first tokens: every reward of a prompt holds the "
+        "header's log-ratio (the same for each completion: margins and rankings are "
+        "unchanged); give a template that writes it in the tokenizer's chat template "
+        "(ImplicitReward's tokenizer argument, or the model folder's chat_template.jinja)"
+    )
+    assert notes == {"without": [note, note], "with": []}

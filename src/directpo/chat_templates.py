@@ -136,15 +136,19 @@ def no_generation_prompt_note(header: str) -> str:
     )
 
 
-def scored_header_note(header: str) -> str:
-    """score's and rank's: the header is the first tokens of each completion scored, its
-    log-ratio the same for every completion of a prompt (a constant in each reward)."""
+def scored_header_note(
+    header: str, fix: str = "in the model folder's chat template (its chat_template.jinja)"
+) -> str:
+    """score's, rank's and ImplicitReward's: the header is the first tokens of each completion
+    scored, its log-ratio the same for every completion of a prompt (a constant in each
+    reward). ``fix``: where the template that writes it goes (ImplicitReward's: its tokenizer
+    argument too)."""
     return (
         "note: the chat template writes no generation prompt (it has no add_generation_prompt "
         f"branch), so each completion is scored with the assistant turn's header ({header!r}) "
         "as its first tokens: every reward of a prompt holds the header's log-ratio (the same "
         "for each completion: margins and rankings are unchanged); give a template that writes "
-        "it in the model folder's chat template (its chat_template.jinja)"
+        f"it {fix}"
     )
 
 

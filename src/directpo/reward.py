@@ -12,6 +12,7 @@ import contextlib
 import math
 import numbers
 import os
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ from typing import Any
 import torch
 
 from directpo.callers import Caller, Entry, Spelling, caller, entry_point, spell_option
+from directpo.chat_split import FIXES
+from directpo.chat_templates import reply_header, scored_header_note
 from directpo.checkpoint import REFERENCE_FILE
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.hub import offline_flags_kept
@@ -128,6 +131,7 @@ class ImplicitReward:
         elif getattr(tokenizer, "image_processor", None) is not None:  # a processor was given
             processor, tokenizer = tokenizer, tokenizer.tokenizer
         self.tokenizer = tokenizer
+        self._header_checked = False  # the reply header note is said once, at the first chat
         max_length = self._checked_vocabulary_and_length(policy, reference, max_length)
         self.beta = beta
         self.batch_size = batch_size
@@ -343,6 +347,8 @@ class ImplicitReward:
             checked = image_values(given, None) if given else None
             prompt = with_images(prompt, checked)
             rows.append(encode_row(self, prompt, response, where, checked, truncated, args))
+            if not checked:
+                self._say_reply_header(prompt, response, args)
         if truncated:
             warnings.warn(truncation_note(self, truncated), stacklevel=2)
         return self.score_ids(rows).tolist()
@@ -368,10 +374,28 @@ class ImplicitReward:
                         example.template_args,
                     )  # fmt: skip
                 )
+                if not example.images:
+                    self._say_reply_header(prompt, response, example.template_args)
         if truncated:
             warnings.warn(truncation_note(self, truncated), stacklevel=2)
         rewards = self.score_ids(rows).tolist()
         return list(zip(rewards[0::2], rewards[1::2], strict=True))
+
+    def _say_reply_header(self, prompt: Text, response: Text, args: dict[str, Any] | None) -> None:
+        """The note score, rank, train and generate give of a chat template without a
+        generation prompt (chat_templates.reply_header), once, at the first conversation
+        scored: from Python, ImplicitReward said nothing and scored the assistant's header as
+        each response's first tokens. score and rank (score_ids) and train's
+        implicit_reward_model (its own caller) are not told it here."""
+        if self._header_checked or not (isinstance(prompt, list) and isinstance(response, list)):
+            return
+        self._header_checked = True
+        if caller().entry is not Entry.IMPLICIT_REWARD:
+            return
+        kwargs = self.encoder.renderer.template_kwargs
+        if header := reply_header(self.tokenizer, kwargs, prompt, response, args):
+            fix = FIXES[Entry.IMPLICIT_REWARD].option
+            warnings.warn(scored_header_note(header, fix), stacklevel=_outside_level())
 
     def score_ids(self, rows: list[tuple[Any, ...]], progress: bool = False) -> torch.Tensor:
         """Rewards of (prompt ids, response ids[, image inputs]) rows, float64 on CPU."""
@@ -424,6 +448,15 @@ def _is_single(value: Any) -> bool:
     return isinstance(value, str | ImagePrompt) or (
         isinstance(value, list) and bool(value) and isinstance(value[0], dict)
     )
+
+
+def _outside_level() -> int:
+    """The stacklevel of the first frame outside directpo, for its caller's warnings.warn: the
+    user's line, past score's call of itself for one prompt and the entry_point wrappers."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("directpo."):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _warn(note: str) -> None:
