@@ -12,9 +12,11 @@ import torch
 from tiny import (
     NO_SYSTEM_TURN_FOLDER,
     NO_SYSTEM_TURN_TRAIN,
+    REFUSES_SYSTEM,
     SENTIMENT_PAIRS,
     count_ids_many,
     kept_when_interrupted,
+    refusing_system_copy,
     save_tiny_model,
     write_jsonl,
 )
@@ -522,11 +524,7 @@ def test_the_check_before_loading_encodes_a_batch_of_prompts_in_one_call(
     monkeypatch.setattr(generate_files, "load_causal_lm", refuse)
     monkeypatch.setattr("directpo.prompts.CHECKED_TOGETHER", 4, raising=False)
     calls = count_ids_many(monkeypatch)
-    strict = shutil.copytree(model, tmp_path / "strict")
-    (strict / "chat_template.jinja").write_text(
-        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
-        "{% endif %}{{ m['content'] }}\n{% endfor %}"
-    )
+    strict = refusing_system_copy(model, tmp_path / "strict")
     chat = [{"role": "user", "content": "Hi"}]
     system = [{"role": "system", "content": "Be nice"}, *chat]
     rows = [{"prompt": chat} for _ in range(9)]
@@ -553,10 +551,7 @@ def test_a_prompt_files_check_before_training_encodes_a_batch_in_one_call(monkey
 
     calls = count_ids_many(monkeypatch)
     tokenizer = build_tokenizer("llama")
-    tokenizer.chat_template = (
-        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
-        "{% endif %}{{ m['content'] }}\n{% endfor %}"
-    )
+    tokenizer.chat_template = REFUSES_SYSTEM
     chat = [{"role": "user", "content": "Hi"}]
     system = [{"role": "system", "content": "Be"}, *chat]
     prompts = [chat] * (TOKENIZE_BATCH + 5)

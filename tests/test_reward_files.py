@@ -14,6 +14,7 @@ from tiny import (
     SENTIMENT_PAIRS,
     count_ids_many,
     kept_when_interrupted,
+    refusing_system_copy,
     save_tiny_model,
     write_jsonl,
 )
@@ -676,11 +677,7 @@ def test_every_bad_row_of_score_and_rank_is_said_in_one_line_before_loading(
         "field 'responses' must be a list of candidate responses, got a string"
     )
     # a row the chat template refuses was said alone, after the rows before it were scored
-    strict = shutil.copytree(policy, tmp_path / "strict")
-    (strict / "chat_template.jinja").write_text(
-        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
-        "{% endif %}{{ m['content'] }}\n{% endfor %}"
-    )
+    strict = refusing_system_copy(policy, tmp_path / "strict")
     chat = [{"role": "user", "content": "Hi"}]
     system = [{"role": "system", "content": "Be nice"}, *chat]
     rows = [{"prompt": p, "responses": [" a", " b"]} for p in (chat, system, chat, system)]
@@ -858,11 +855,7 @@ def test_score_and_rank_call_the_tokenizer_once_per_batch_of_rows(
         [r[k] for r in rows for k in ("chosen", "rejected")],
     )
     assert [v for r in scored for v in (r["chosen_reward"], r["rejected_reward"])] == want
-    strict = shutil.copytree(models[0], tmp_path / "strict")
-    (strict / "chat_template.jinja").write_text(
-        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
-        "{% endif %}{{ m['content'] }}\n{% endfor %}"
-    )
+    strict = refusing_system_copy(models[0], tmp_path / "strict")
     chat = [{"role": "user", "content": "Hi"}]
     system = [{"role": "system", "content": "Be nice"}, *chat]
     candidates = [{"prompt": p, "responses": [" a", " b"]} for p in (chat, system, chat, chat)]

@@ -11,6 +11,7 @@ import pytest
 import torch
 from tiny import (
     NO_SYSTEM_TURN_TRAIN,
+    REFUSES_SYSTEM,
     SENTIMENT_PAIRS,
     save_tiny_model,
     tiny_config,
@@ -270,10 +271,7 @@ def test_the_bad_rows_of_the_train_file_and_of_each_eval_file_are_said_together(
         "skip_invalid_rows: true skips them"
     )
     # rows refused when tokenized (a system message the template refuses) likewise
-    template = (
-        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
-        "{% endif %}{{ m['content'] }}\n{% endfor %}"
-    )
+    template = REFUSES_SYSTEM
     user = [{"role": "user", "content": "Hi"}]
     pair = {"prompt": user, "chosen": [{"role": "assistant", "content": "Hello"}],
             "rejected": [{"role": "assistant", "content": "No"}]}  # fmt: skip

@@ -126,6 +126,20 @@ def save_tiny_model(style: str, folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+# a chat template that refuses a system message (a row's refusal said by the template itself)
+REFUSES_SYSTEM = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
+    "{% endif %}{{ m['content'] }}\n{% endfor %}"
+)
+
+
+def refusing_system_copy(model: Path, folder: Path) -> Path:
+    """The model folder copied to ``folder`` with the REFUSES_SYSTEM chat template."""
+    shutil.copytree(model, folder)
+    (folder / "chat_template.jinja").write_text(REFUSES_SYSTEM)
+    return folder
+
+
 def bf16_grid_copy(model: Path, folder: Path) -> Path:
     """The tiny model with every weight on bf16's grid (as hub models are stored), in float32:
     the run's bf16 reference and its float32 masters then start equal."""
