@@ -1,7 +1,7 @@
 """What every reader of rows shares: a row's error (``RowError``), how a value is named in
-messages (``kind_of``), and a data file opened as text: its compression read from its first
-bytes, a byte that is not UTF-8 its own line's error. readers.py opens the sources;
-json_files.py reads JSON and JSON Lines.
+messages (``kind_of``), a data file's version (``file_version``), and a data file opened as
+text: its compression read from its first bytes, a byte that is not UTF-8 its own line's
+error. readers.py opens the sources; json_files.py reads JSON and JSON Lines.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import os
 import re
 from typing import Any
 
@@ -23,6 +24,13 @@ class RowError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:  # (a tokenizing pool's worker sends it back)
         return type(self), (self.reason, self.message), self.__dict__
+
+
+def file_version(path: str) -> tuple[str, int, int]:
+    """A data file's version as the readers' caches key it: its real path, size and modified
+    time (a file edited since is read again)."""
+    stat = os.stat(path)
+    return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
 
 
 def is_dict(value: Any) -> bool:

@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from directpo.data_text import COMPRESSED, kind_of
+from directpo.data_text import COMPRESSED, file_version, kind_of
 from directpo.errors import DataError
 
 # how each file is read alone instead, said with each refusal: dataset_name's, a mixture's
@@ -39,7 +39,7 @@ def refuse_changed_values(files: Iterable[str], label: str, alone: str = ALONE) 
     ``alone``: how the caller's files are read each alone instead."""
     files = [path for path in files if os.path.isfile(path)]  # (a hub's hf:// files: not read)
     try:
-        versions = tuple(_version(path) for path in files)
+        versions = tuple(file_version(path) for path in files)
     except OSError:
         versions = ()
     if versions and versions in _PASSED:  # (dataset_test_split loads them again)
@@ -52,11 +52,6 @@ def refuse_changed_values(files: Iterable[str], label: str, alone: str = ALONE) 
 # the files (by path, size, modified) found to load as written: train's and the test split's
 # loads of one folder read them once
 _PASSED: set[tuple[tuple[str, int, int], ...]] = set()
-
-
-def _version(path: str) -> tuple[str, int, int]:
-    stat = os.stat(path)
-    return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
 
 
 def _refuse_changed(files: list[str], label: str, alone: str) -> None:

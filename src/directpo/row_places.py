@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from directpo.data_text import COMPRESSED, open_text
+from directpo.data_text import COMPRESSED, file_version, open_text
 from directpo.errors import DataError
 
 # each dataset read from local files, and its files in the order datasets read them
@@ -135,7 +135,7 @@ def _walked(
     if not ended or sum(counts.values()) != size:
         raise PlacesMisaligned
     with contextlib.suppress(OSError):  # (a mixture of the same files counts none again)
-        _COUNTS.update({_version(path): count for path, count in counts.items()})
+        _COUNTS.update({file_version(path): count for path, count in counts.items()})
 
 
 # rows counted per file, by (path, size, modified): a mixture opens its source twice (to count
@@ -155,20 +155,15 @@ def _next_place(walk: Iterator[str]) -> str:
     return place
 
 
-def _version(path: str) -> tuple[str, int, int]:
-    stat = os.stat(path)
-    return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-
-
 def _counted(path: str) -> bool:
     try:
-        return _version(path) in _COUNTS
+        return file_version(path) in _COUNTS
     except OSError:
         return False
 
 
 def _count(path: str) -> int:
-    key = _version(path)
+    key = file_version(path)
     if key not in _COUNTS:
         _COUNTS[key] = sum(1 for _ in _places(path))
     return _COUNTS[key]
