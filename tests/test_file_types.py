@@ -208,3 +208,26 @@ def test_a_file_changed_after_a_load_is_checked_again(tmp_path, monkeypatch):
     assert len(_train(tmp_path)) == 2
     write_jsonl(tmp_path / "data" / "b.jsonl", [{**PAIR, "chosen": True}])
     assert "data/b.jsonl: line 1: field 'chosen' is a boolean (true)" in _refused(tmp_path)
+
+
+def test_a_later_files_missing_field_or_whole_fractions_load_as_datasets_reads_them(
+    tmp_path, monkeypatch
+):
+    """datasets loads a later file without a field of the first's (its rows null there) and a
+    later file's 8.0 beside the first's whole numbers (UltraFeedback's score_chosen, cast to
+    8): both were refused ("has no field 'id'", "is a number (8.0), where ... a whole number");
+    they load, a required field left out said at its own file and line. A fraction (8.5) and
+    a field the first file lacks still fail datasets' cast, and are refused."""
+    monkeypatch.chdir(tmp_path)
+    rated = {**PAIR, "id": 3, "score_chosen": 8}
+    _folder(tmp_path, {"a.jsonl": [rated], "b.jsonl": [{**PAIR, "score_chosen": 8.0}]})
+    train = _train(tmp_path)
+    assert [(row["id"], row["score_chosen"]) for row in train] == [(3, 8), (None, 8)]
+    write_jsonl(tmp_path / "data" / "c.jsonl", [{"prompt": "Q", "chosen": " a", "id": 4}])
+    with pytest.raises(DataError) as err:
+        load_preferences(_train(tmp_path), name="data[train]")
+    assert str(err.value).startswith("data[train]: data/c.jsonl: line 1: field 'rejected'")
+    write_jsonl(tmp_path / "data" / "c.jsonl", [{**PAIR, "score_chosen": 8.5}])
+    assert "data/c.jsonl: line 1: field 'score_chosen' is a number (8.5)" in _refused(tmp_path)
+    write_jsonl(tmp_path / "data" / "c.jsonl", [{**rated, "source": "x"}])
+    assert "data/a.jsonl: has no field 'source', which data/c.jsonl has" in _refused(tmp_path)

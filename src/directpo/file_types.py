@@ -67,9 +67,15 @@ def _refuse_changed(files: list[str], label: str, alone: str) -> None:
                 first.setdefault(field, (kind, path))
     if len(read) < 2:
         return
+    schema = read[0][1]  # (datasets' table takes the first file's columns and types)
     for path, types in read:
         for field, (kind, source) in first.items():
             if source == path or (field in types and _cast_keeps(kind, types[field])):
+                continue
+            if field not in types and field in schema:
+                continue  # (a later file without the first's field: its rows read it as null,
+                # as a row without it reads alone; a required one said at its file and line)
+            if field in types and _whole_in(path, field, kind, types[field]):
                 continue
             if field not in types:
                 raise DataError(
@@ -187,6 +193,22 @@ def _cast_keeps(first: Any, later: Any) -> bool:
             return False
         return all(_cast_keeps(first.field(n).type, later.field(n).type) for n in names)
     return False
+
+
+def _whole_in(path: str, field: str, first: Any, later: Any) -> bool:
+    """Whether a later file's fractions of ``field`` (8.0, UltraFeedback's score_chosen) cast
+    to the first file's whole numbers unchanged, as datasets casts them (a safe cast: 8.5, a
+    NaN or one out of range fails it, naming no file)."""
+    import pyarrow as pa
+
+    if not (pa.types.is_integer(first) and pa.types.is_floating(later)):
+        return False
+    values = [row.get(field) for _, row in _rows(path) or []]
+    try:
+        pa.array(values, type=pa.float64()).cast(first, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+    return bool(values)
 
 
 def _would(first: Any, later: Any) -> str:
