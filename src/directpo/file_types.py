@@ -203,12 +203,26 @@ def _whole_in(path: str, field: str, first: Any, later: Any) -> bool:
 
     if not (pa.types.is_integer(first) and pa.types.is_floating(later)):
         return False
-    values = [row.get(field) for _, row in _rows(path) or []]
     try:
-        pa.array(values, type=pa.float64()).cast(first, safe=True)
+        values = _column(path, field).cast(first, safe=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return False
-    return bool(values)
+    return len(values) > 0
+
+
+def _column(path: str, field: str) -> Any:
+    """``path``'s values of ``field`` as one arrow array (a plain JSON Lines file read by
+    pyarrow, no Python row objects; any other as directpo reads it)."""
+    import pyarrow as pa
+
+    if path.lower().endswith((".jsonl", ".ndjson")):
+        import pyarrow.json as paj
+
+        try:
+            return paj.read_json(path).column(field)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, KeyError):
+            pass
+    return pa.array([row.get(field) for _, row in _rows(path) or []], type=pa.float64())
 
 
 def _would(first: Any, later: Any) -> str:
