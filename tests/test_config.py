@@ -1237,7 +1237,7 @@ def test_weights_given_as_a_flags_words_are_said_as_typed() -> None:
     told '(got [1.0, 2.0])', numbers nobody wrote, where --loss_weights 1,2 read '(got 1,2)'."""
     for words, said in (
         (["1", "2"], "loss_weights must be one weight per loss_type (1) (got 1 2)"),
-        (["1", "-2"], "loss_weights must be >= 0 and not all 0 (got 1 -2)"),
+        (["1", "-2"], "(1) and >= 0 and not all 0 (got 1 -2)"),  # (one line: one option)
     ):
         with pytest.raises(ConfigError) as refused:
             load_config(None, {"loss_weights": words, "loss_type": "sigmoid"})

@@ -175,3 +175,29 @@ def test_a_recipes_number_is_said_as_its_text_writes_it(tmp_path) -> None:
     assert refusal("-1_0", beta="-3").endswith("beta must be > 0 (got -3)")
     with pytest.raises(ConfigError, match=r"beta must be a finite number, got inf$"):
         load_config({"model_name_or_path": "m", "beta": float("inf")})
+
+
+def test_one_options_two_limits_are_one_line_and_a_recipes_list_is_said_as_written(
+    tmp_path,
+) -> None:
+    """loss_weights: [1e-1, -2e0] beside one loss read '2 options cannot be used:' over two
+    lines of loss_weights alone, its list said '1e-1 -2e0' (a flag's words; YAML 1.1 reads
+    1e-1 as text) and [1e-1, -2.0] as '[0.1, -2.0]': one line now, the list as written."""
+
+    def refusal(text: str, **overrides) -> str:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(f"model_name_or_path: m\nloss_weights: {text}\n")
+        with pytest.raises(ConfigError) as refused:
+            load_config(str(recipe), overrides)
+        return str(refused.value)
+
+    both = "loss_weights must be one weight per loss_type (1) and >= 0 and not all 0"
+    assert refusal("[1e-1, -2e0]") == f"{both} (got [1e-1, -2e0])"
+    assert refusal("[1e-1, -2.0]") == f"{both} (got [1e-1, -2.0])"
+    assert refusal("[-1e-1]") == "loss_weights must be >= 0 and not all 0 (got [-1e-1])"
+    assert refusal("[1]", loss_weights=["1", "-2"]) == f"{both} (got 1 -2)"  # (the flag's)
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, {"model_name_or_path": "m", "loss_weights": "-1,2", "beta": "-1"})
+    assert str(refused.value) == (
+        f"2 options cannot be used:\n  {both} (got -1,2)\n  beta must be > 0 (got -1)"
+    )

@@ -403,12 +403,30 @@ def number_texts(path: str) -> dict[str, str]:
     numbers = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
     if not isinstance(root, yaml.MappingNode):
         return {}
-    return {
+    texts = {
         str(key.value): value.value
         for key, value in root.value
         if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode)
         and value.tag in numbers
     }  # fmt: skip
+    for key, value in root.value:  # (a list of numbers, loss_weights: [1e-1, -2e0]: it was
+        # said '1e-1 -2e0', a flag's words, and [1e-1, -2.0] as '[0.1, -2.0]')
+        if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.SequenceNode):
+            items = value.value
+            if items and all(_plain_number(item) for item in items):
+                texts[str(key.value)] = f"[{', '.join(item.value for item in items)}]"
+    return texts
+
+
+def _plain_number(node: Any) -> bool:
+    """An unquoted YAML scalar that is a number (YAML 1.1's 1e-1, read as a string, too)."""
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+        return False
+    try:
+        float(node.value)
+    except ValueError:
+        return node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    return True
 
 
 def _single_quoted(text: str, at: int) -> str:

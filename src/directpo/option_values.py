@@ -516,6 +516,11 @@ def numbers_written(texts: dict[str, str]) -> Iterator[None]:
 def number_written(key: str, read: Any) -> str | None:
     """``key``'s number as the recipe wrote it, where it is the number ``read``; else None."""
     text = (_NUMBER_TEXTS.get() or {}).get(key)
+    if text is not None and isinstance(read, list):  # (loss_weights: [1e-1, -2e0])
+        with contextlib.suppress(yaml.YAMLError, ValueError, TypeError):
+            written = [float(item) for item in yaml.safe_load(text)]
+            return text if written == [float(item) for item in read] else None
+        return None
     if text is None or isinstance(read, bool) or not isinstance(read, int | float):
         return None
     with contextlib.suppress(yaml.YAMLError):

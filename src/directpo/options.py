@@ -226,7 +226,14 @@ class Options:
         """Refuses ``key``'s value unless ``ok``; while the values are checked at construction,
         the refusal is collected and the checks go on."""
         if not ok:
-            self._refuse(key, f"{key} must be {must} (got {self._shown(key)})")
+            got = f" (got {self._shown(key)})"
+            problems = getattr(self, "_problems", None) or []
+            for at, earlier in enumerate(problems):  # (one option's two limits: one line, not
+                # '2 options cannot be used' of one; --loss_weights 1 -2 beside one loss)
+                if earlier.startswith(f"{key} must be ") and earlier.endswith(got):
+                    problems[at] = f"{earlier.removesuffix(got)} and {must}{got}"
+                    return
+            self._refuse(key, f"{key} must be {must}{got}")
 
     def _refuse(self, key: str, problem: str) -> None:
         """Refuses ``key`` with ``problem`` (a whole line), collected as ``_require`` does, so
@@ -247,7 +254,7 @@ class Options:
         as the float read from them ('got -1.0', a value nobody wrote); else as read."""
         read, given = getattr(self, key), self._given_value(key)
         if _numbers(read):  # (loss_weights: --loss_weights -1 was 'got [-1.0]')
-            return _numbers_shown(given, read)
+            return number_written(key, read) or _numbers_shown(given, read)
         if isinstance(read, bool) or not isinstance(read, int | float):
             return value_shown(read)
         if isinstance(given, str):  # a flag's text (or YAML 1.1's 1e-5, read as a string)
