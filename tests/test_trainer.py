@@ -1541,3 +1541,33 @@ def test_a_refusal_after_the_data_says_a_flag_beside_a_recipe_as_the_flag(
     assert (advice or "set max_length: 512") in err, err
     if advice:
         assert "set max_length" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("in_recipe", "flags", "said"),
+    [
+        ("seed: null\n", ["--tf32", "true"], "--tf32 has no effect on the CPU"),
+        ("", ["--seed", "null"], "--seed null: drew seed "),
+    ],
+)
+def test_a_drawn_seed_keeps_a_flag_beside_a_recipe_said_as_the_flag(
+    tiny_model_dirs, tmp_path, capsys, in_recipe, flags, said
+) -> None:
+    """A recipe's seed: null (torchtune's; or --seed null) rebuilt the config with the drawn
+    seed, and the rebuild forgot which options the flags set: --max_length 2048 was told the
+    recipe's 'set max_length: 512', a key the file lacks; the seed's line (--seed null) and
+    the CPU's tf32 note (--tf32 true) were said as a recipe's keys too."""
+    from directpo.cli import main
+
+    long_row = {"prompt": "word " * 600, "chosen": " yes", "rejected": " no"}
+    data = write_jsonl(tmp_path / "pairs.jsonl", [*SENTIMENT_PAIRS, long_row])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model_name_or_path: {tiny_model_dirs['gpt2']}\ntrain_file: {data}\n"
+        f"output_dir: {tmp_path / 'out'}\nmax_steps: 1\n{in_recipe}"
+    )
+    assert main(["train", str(recipe), "--max_length", "2048", *flags]) == 2
+    captured = capsys.readouterr()
+    said_all = captured.out + captured.err
+    assert "give --max_length 512" in captured.err and "set max_length" not in said_all
+    assert said in said_all, said_all

@@ -18,6 +18,7 @@ from directpo.callers import (
     Spelling,
     advice_text,
     caller,
+    keeping_sources,
     options_written_by,
     speaking_as,
     spell_setting,
@@ -54,7 +55,7 @@ def checked_arguments(
     # one the flag --lora_r 0 overrode), and peft_config is train()'s argument, no command's
     _adapters_asked(config, peft_config, config.__dict__.get("_written_by") or {})
     if peft_config is None:  # (whose each option is, kept for the checks after it: preflight's)
-        return _kept_sources(config, rebuilt_config(config)), None
+        return keeping_sources(config, rebuilt_config(config)), None
     from directpo.model_locations import is_adapter_folder
 
     if is_adapter_folder(config.model_name_or_path):  # its lora_* then said "remove lora_r",
@@ -78,8 +79,8 @@ def checked_arguments(
         )
         # a copy: peft fills the one it is given for this model (target_modules, the base's
         # path), and the caller's object, reused for another model, then named this one's layers
-        return rebuilt_config(config, **unset), copy.deepcopy(peft_config)
-    return rebuilt_config(config, **{**unset, **options}), None
+        return keeping_sources(config, rebuilt_config(config, **unset)), copy.deepcopy(peft_config)
+    return keeping_sources(config, rebuilt_config(config, **{**unset, **options})), None
 
 
 def _adapters_asked(config: DPOConfig, peft_config: Any, written: dict[str, Spelling]) -> None:
@@ -354,14 +355,6 @@ def _is_training_arguments(config: Any) -> bool:
         kind.__module__.startswith("transformers") and kind.__name__ == "TrainingArguments"
         for kind in type(config).__mro__
     )
-
-
-def _kept_sources(loaded: DPOConfig, rebuilt: DPOConfig) -> DPOConfig:
-    """``rebuilt`` (``loaded`` built again, its values the same) knowing whose each option is,
-    as ``loaded`` did (load_options' ``_written_by``; callers.in_askers_words reads it)."""
-    if written := loaded.__dict__.get("_written_by"):
-        object.__setattr__(rebuilt, "_written_by", written)
-    return rebuilt
 
 
 def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:

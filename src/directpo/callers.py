@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class Spelling(enum.Enum):  # how the user wrote the options
@@ -319,6 +320,16 @@ def _overrides_written(config: Any) -> dict[str, Spelling]:
     """The options the overrides of a file loaded with them set, and their spelling."""
     written = getattr(config, "__dict__", {}).get("_written_by") or {}
     return {key: said for key, said in written.items() if said is not Spelling.RECIPE}
+
+
+def keeping_sources(loaded: Any, rebuilt: T) -> T:
+    """``rebuilt`` (``loaded`` built again, dataclasses.replace) knowing whose each option is,
+    as ``loaded`` did (load_options' ``_written_by``, read by as_loaded and in_askers_words):
+    a rebuild dropped it, so a recipe's ``seed: null`` (the drawn seed's rebuild) had every
+    later line say ``--max_length 2048`` beside it as the recipe's 'set max_length: 512'."""
+    if written := getattr(loaded, "__dict__", {}).get("_written_by"):
+        object.__setattr__(rebuilt, "_written_by", written)
+    return rebuilt
 
 
 def as_loaded(config: Any) -> contextlib.AbstractContextManager[set[str]]:

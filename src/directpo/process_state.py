@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from directpo.callers import said
 from directpo.errors import DirectpoError
 from directpo.hub import offline_flags_kept
 
@@ -111,7 +112,8 @@ def numeric_switches(
     restore: list[tuple[Any, str, Any]] = []
     environment = {key: os.environ.get(key) for key in DETERMINISTIC_ENVIRONMENT}
     if tf32 is not None and device.type != "cuda":
-        echo(f"tf32: {str(tf32).lower()} has no effect on the CPU (TF32 is a CUDA matmul mode)")
+        # (as the caller wrote it: --tf32 true, tf32=True; a recipe's tf32: true)
+        echo(f"{said('tf32', tf32)} has no effect on the CPU (TF32 is a CUDA matmul mode)")
     elif tf32 is not None:
         for target, name, on, off in _tf32_switches():
             restore.append((target, name, getattr(target, name)))

@@ -17,7 +17,14 @@ import torch
 from safetensors.torch import load_file
 
 from directpo.best import BestModel
-from directpo.callers import Blank, said, spell_change, spell_option, spell_setting
+from directpo.callers import (
+    Blank,
+    keeping_sources,
+    said,
+    spell_change,
+    spell_option,
+    spell_setting,
+)
 from directpo.checkpoint import (
     REFERENCE_FILE,
     load_checkpoint,
@@ -157,7 +164,7 @@ def run_seed(config: DPOConfig, world: World, echo: Callable[[str], None]) -> DP
 
     seed, line = on_main(world, chosen)
     echo(line)
-    return dataclasses.replace(config, seed=seed)
+    return keeping_sources(config, dataclasses.replace(config, seed=seed))
 
 
 # the options that decide what a step optimizes: a checkpoint records them, and a resume that

@@ -135,15 +135,17 @@ def train(
         )
         if not world.is_main:
             echo = _silent  # only rank 0 prints, logs and writes
-        config = run_seed(config, world, echo)
+        # every line said from here (the seed drawn, the models' refusals, the lengths',
+        # out-of-memory advice, the loop's) says an option as its source wrote it: a flag beside
+        # a recipe as the flag (train r.yaml --max_length 8 was told the recipe's 'set
+        # max_length: ...', and --seed null 'seed: null: drew seed ...')
+        with as_loaded(config):
+            config = run_seed(config, world, echo)
         for note in replaced_sources(config, train_dataset, eval_dataset):
             echo(note)
         switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)
-        # every line said from here (the models' refusals, the lengths', out-of-memory advice,
-        # the loop's) says an option as its source wrote it: a flag beside a recipe as the
-        # flag (train r.yaml --max_length 8 was told the recipe's 'set max_length: ...')
-        spelt = as_loaded(config)
-        with library_output(config, world.is_main), kept_for_caller(world.device), switches, spelt:
+        spelt = as_loaded(config)  # (entered first: the switches say tf32 as it was given)
+        with spelt, library_output(config, world.is_main), kept_for_caller(world.device), switches:
             mine = lock if world.is_main else None  # one holder per run: rank 0
             try:
                 run = prepare_run(
