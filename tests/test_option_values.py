@@ -201,3 +201,18 @@ def test_one_options_two_limits_are_one_line_and_a_recipes_list_is_said_as_writt
     assert str(refused.value) == (
         f"2 options cannot be used:\n  {both} (got -1,2)\n  beta must be > 0 (got -1)"
     )
+
+
+def test_a_repeated_loss_type_is_said_as_typed_and_not_after_an_unknown_name() -> None:
+    """--loss_type sigmoid,sigmoid read 'without repeats (got [sigmoid, sigmoid])', a list the
+    flag never wrote; --loss_type sigmod,sigmod was told the unknown name and then the repeats
+    of that unknown name on a line of its own ('2 options cannot be used' of one option)."""
+    for typed, said in (
+        ("sigmoid,sigmoid", "loss_type must be without repeats (got sigmoid,sigmoid)"),
+        ("sigmod,sigmod", "loss_type must be one or more of sigmoid, "),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            load_config(None, {"model_name_or_path": "m", "loss_type": typed})
+        assert str(refused.value).startswith(said), str(refused.value)
+        assert "repeats" not in str(refused.value).partition("\n")[2]
+        assert "options cannot be used" not in str(refused.value)

@@ -38,7 +38,14 @@ def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -
             + f" (got {words_shown(config._given_value('loss_type'), config.loss_type)})"
             + meant_words(config.loss_type, LOSS_TYPES),  # (loss_type: Sigmoid, told the list)
         )
-    require(len(set(config.loss_type)) == len(config.loss_type), "loss_type", "without repeats")
+    if config._valid("loss_type") and len(set(config.loss_type)) < len(config.loss_type):
+        # (as the unknown name's line: --loss_type sigmoid,sigmoid was '(got [sigmoid,
+        # sigmoid])'; after an unknown name, a second loss_type line, '2 options' of one)
+        config._refuse(
+            "loss_type",
+            f"loss_type must be without repeats (got "
+            f"{words_shown(config._given_value('loss_type'), config.loss_type)})",
+        )
     if config.loss_weights is not None:
         require(
             len(config.loss_weights) == len(config.loss_type) or not config._valid("loss_type"),
