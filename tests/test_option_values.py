@@ -64,6 +64,7 @@ def test_a_refused_value_is_said_as_the_recipe_writes_it(
         ("dtype", "[bfloat16]", "(got [bfloat16]; write one of these words)"),
         ("loss_weights", "true", "got true"),
         ("max_steps", "2.5", "max_steps must be an integer, got 2.5"),  # (was '2.5')
+        ("beta", "0x10", "beta must be a finite number, got 0x10"),  # (was '0x10', quoted)
         ("dtype", "bf16", "(got bf16); did you mean bfloat16?"),
         ("lr_scheduler_type", "constant", None),
     ],

@@ -219,6 +219,10 @@ def typed_shown(value: Any) -> str:
         with contextlib.suppress(ValueError):
             float(value.strip())
             return value.strip()
+        with contextlib.suppress(yaml.YAMLError):  # (YAML's other numbers: --beta 0x10 was
+            read = yaml.safe_load(value)  # "got '0x10'", quotes nobody typed)
+            if isinstance(read, int | float) and not isinstance(read, bool):
+                return value.strip()
     return value_shown(value)
 
 
@@ -542,7 +546,7 @@ def _coerce_float(key: str, value: Any) -> float:
         with contextlib.suppress(ValueError):
             number = float(value.strip())
     if number is None or not math.isfinite(number):
-        shown = number_written(key, value) or value_shown(value)  # (a recipe's .inf: 'inf')
+        shown = number_written(key, value) or typed_shown(value)  # (a recipe's .inf: 'inf')
         raise ConfigError(f"{key} must be a finite number, got {shown}")
     return number
 
