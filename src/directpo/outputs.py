@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from directpo.adapter_starts import write_as_plain_lora
-from directpo.adapters import adapter_base
+from directpo.adapters import adapter_base, peft_wrapping
 from directpo.callers import spell_option, spell_setting
 from directpo.checkpoint import STAGING, finish_staged, list_checkpoints
 from directpo.config import DPOConfig
@@ -455,7 +455,9 @@ def _merged_into_fresh_base(base: str, adapter: Path, config: DPOConfig) -> torc
     """The saved adapter merged into ``base`` loaded anew (on the CPU) in the save dtype."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(_fresh(base, config), str(adapter)).merge_and_unload()
+    with peft_wrapping():
+        wrapped = PeftModel.from_pretrained(_fresh(base, config), str(adapter))
+    return wrapped.merge_and_unload()
 
 
 def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) -> None:
