@@ -59,6 +59,18 @@ def kept_for_caller(device: torch.device) -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
+@contextlib.contextmanager
+def generators_kept() -> Iterator[None]:
+    """torch's generators (the CPU's, and those of the CUDA devices already started) as they
+    were, after the block. Loading a PEFT adapter draws its fresh weights before the saved ones
+    replace them: ``ImplicitReward(adapter_folder, ...)`` moved a notebook's seeded generator,
+    so that what it drew next was not what its seed gave (train() keeps them: kept_for_caller).
+    A device that the block itself starts has no state from before to give back."""
+    started = torch.cuda.is_available() and torch.cuda.is_initialized()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if started else []):
+        yield
+
+
 def release_frames(error: BaseException) -> None:
     """Drops the locals of the finished frames that ``error``, and the errors it came from
     (``__cause__``, ``__context__``), passed through; frames still running keep theirs."""
