@@ -1266,6 +1266,53 @@ def test_out_of_memory_before_the_first_step_is_one_line(
     assert not any("layout" in line and "Error" in line for line in lines), lines
 
 
+def test_the_retry_that_out_of_memory_at_step_1_advises_is_not_refused(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Out of memory at step 1 said 'pass a lower per_device_train_batch_size=...'; the retry
+    with it, in the same output_dir, was refused: 'already holds a run stopped before its first
+    checkpoint'. A run that stops before it logs a step takes back its own record
+    (config.yaml, an empty metrics.jsonl) from a folder that was empty; a folder that held
+    someone's file keeps it, and one run that logged a step is still refused."""
+    import directpo.trainer as trainer_module
+    from directpo.errors import TrainingStopped
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model = tiny_model_dirs["llama"]
+    real_step = trainer_module.train_step
+    monkeypatch.setattr(trainer_module, "train_step", out_of_memory)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for out in (tmp_path / "new" / "out", kept):
+        with pytest.raises(TrainingStopped, match="lower per_device_train_batch_size"):
+            train(tiny_config(model, pairs_file, out), echo=None)
+    assert not (tmp_path / "new").exists() and kept.is_dir() and not list(kept.iterdir())
+    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    for out in (tmp_path / "new" / "out", kept):
+        assert train(tiny_config(model, pairs_file, out, per_device_train_batch_size=3),
+                     echo=None).global_step == 1  # fmt: skip
+
+    theirs = tmp_path / "theirs"  # someone's file beside: the folder was not empty
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine\n")
+    monkeypatch.setattr(trainer_module, "train_step", out_of_memory)
+    with pytest.raises(ConfigError, match="already holds other files"):
+        train(tiny_config(model, pairs_file, theirs), echo=None)
+
+    def fails_at_step_2(run, step, measure=False):
+        return real_step(run, step, measure) if step == 0 else out_of_memory()
+
+    logged = tmp_path / "logged"
+    monkeypatch.setattr(trainer_module, "train_step", fails_at_step_2)
+    with pytest.raises(TrainingStopped):
+        train(tiny_config(model, pairs_file, logged, max_steps=2), echo=None)
+    assert len(read_metrics(logged)) == 1  # its row is kept
+    with pytest.raises(ConfigError, match="holds a run stopped before its first checkpoint"):
+        train(tiny_config(model, pairs_file, logged), echo=None)
+
+
 def test_options_given_to_train_are_the_configs(tmp_path, monkeypatch) -> None:
     """``train(model_name_or_path=..., beta=0.2)`` and ``train(config, lerning_rate=...)`` were
     TypeErrors ("unexpected keyword argument") naming no real option; they are DPOConfig's

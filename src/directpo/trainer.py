@@ -58,9 +58,7 @@ from directpo.loop_steps import (
     format_metrics,
     log_step,
 )
-from directpo.outputs import (
-    OutputLock,
-)
+from directpo.outputs import OutputLock, remove_unstarted_record, visible_entries
 from directpo.preflight import check_run
 from directpo.process_state import kept_for_caller, library_output, numeric_switches
 from directpo.resumable import resuming
@@ -122,6 +120,7 @@ def train(
     world = setup_world(mode, config.ddp_timeout)
     run, finished, lock = None, False, OutputLock()
     made_output_dir = missing_folders(Path(config.output_dir))  # its missing parents too
+    was_empty = not visible_entries(Path(config.output_dir))  # (what a stop may take back)
     try:
         # in the process group: a file missing on one node is then said by its rank (before
         # it, that rank's error went unsaid: only rank 0 speaks of an error every rank meets)
@@ -177,6 +176,8 @@ def train(
         # threads holding the GIL that one of them needed (a hang at exit, seen under load)
         run = None
         lock.release()
+        if was_empty and not finished and world.is_main:
+            remove_unstarted_record(Path(config.output_dir))
         if made_output_dir and not finished and world.is_main:
             # a run refused before it wrote anything (a LoRA target the model lacks, a bad
             # row) leaves no empty folder that the next try would take for someone else's
