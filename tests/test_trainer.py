@@ -1301,6 +1301,22 @@ def test_the_retry_that_out_of_memory_at_step_1_advises_is_not_refused(
     with pytest.raises(ConfigError, match="already holds other files"):
         train(tiny_config(model, pairs_file, theirs), echo=None)
 
+    # a run refused by another's lock wrote no record: the other run's (written after this
+    # one found the folder empty) stays
+    from directpo.outputs import OutputLock
+
+    busy, other = tmp_path / "busy", OutputLock()
+    busy.mkdir()
+    other.acquire(busy)
+    for name in ("config.yaml", "metrics.jsonl"):
+        (busy / name).write_text("")
+    monkeypatch.setattr(trainer_module, "visible_entries", lambda folder: [])
+    with pytest.raises(ConfigError, match="already holds a run stopped before its first"):
+        train(tiny_config(model, pairs_file, busy), echo=None)
+    other.release()
+    assert sorted(path.name for path in busy.iterdir()) == ["config.yaml", "metrics.jsonl"]
+    monkeypatch.undo()
+
     def fails_at_step_2(run, step, measure=False):
         return real_step(run, step, measure) if step == 0 else out_of_memory()
 

@@ -175,8 +175,11 @@ def train(
         # DDP's reducer holds the process group: dropped after it, its destructor joined gloo's
         # threads holding the GIL that one of them needed (a hang at exit, seen under load)
         run = None
+        # only a run that took the folder's lock wrote a record: one refused at start or by
+        # another run's lock must not take that run's (unlocked file systems keep it)
+        wrote_record = lock.handle is not None
         lock.release()
-        if was_empty and not finished and world.is_main:
+        if was_empty and wrote_record and not finished:
             remove_unstarted_record(Path(config.output_dir))
         if made_output_dir and not finished and world.is_main:
             # a run refused before it wrote anything (a LoRA target the model lacks, a bad
