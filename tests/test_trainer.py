@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -1327,6 +1328,43 @@ def test_the_retry_that_out_of_memory_at_step_1_advises_is_not_refused(
     assert len(read_metrics(logged)) == 1  # its row is kept
     with pytest.raises(ConfigError, match="holds a run stopped before its first checkpoint"):
         train(tiny_config(model, pairs_file, logged), echo=None)
+
+
+def test_a_recipes_env_is_the_callers_again_after_train(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """``train("a.yaml")`` whose ``env:`` set WANDB_PROJECT left it set in the notebook: a later
+    ``train("b.yaml")`` without it still logged into a.yaml's project. The variables the file
+    sets are the caller's again after the run (one it had, as it was; one it had not, unset),
+    after a refused run too; load_config(path) still sets them, as TRL's parser does."""
+    import yaml
+
+    from directpo.config import load_config
+
+    monkeypatch.setenv("DIRECTPO_TEST_MINE", "mine")
+    monkeypatch.delenv("DIRECTPO_TEST_NEW", raising=False)
+    seen: dict[str, str | None] = {}
+    recipe = tmp_path / "a.yaml"
+    for beta in (-1.0, 0.1):  # a refused run, then one that trains
+        out = tmp_path / f"out{beta}"
+        recipe.write_text(yaml.safe_dump({
+            "model_name_or_path": str(tiny_model_dirs["llama"]), "train_file": str(pairs_file),
+            "output_dir": str(out), "report_to": ["none"], "max_steps": 1, "beta": beta,
+            "env": {"DIRECTPO_TEST_MINE": "recipe's", "DIRECTPO_TEST_NEW": "recipe's"},
+        }))  # fmt: skip
+
+        def seeing(line: str) -> None:
+            seen.setdefault("during", os.environ.get("DIRECTPO_TEST_NEW"))
+
+        try:
+            train(str(recipe), echo=seeing)
+        except ConfigError:
+            assert beta < 0
+        assert os.environ["DIRECTPO_TEST_MINE"] == "mine"
+        assert "DIRECTPO_TEST_NEW" not in os.environ
+    assert seen == {"during": "recipe's"}
+    load_config(str(recipe))
+    assert os.environ["DIRECTPO_TEST_NEW"] == "recipe's"
 
 
 def test_options_given_to_train_are_the_configs(tmp_path, monkeypatch) -> None:

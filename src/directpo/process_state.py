@@ -21,11 +21,13 @@ stop rather than a bug give those frames' locals up; the traceback still shows e
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,6 +71,43 @@ def generators_kept() -> Iterator[None]:
     started = torch.cuda.is_available() and torch.cuda.is_initialized()
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if started else []):
         yield
+
+
+def recipe_environment_kept(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function(config, ...)`` given a config file's path: the variables its ``env:`` sets
+    (before anything runs, as TRL's parser sets them) are the caller's again after the call.
+    A notebook's ``train("a.yaml")`` left them set for good, so that a later
+    ``train("b.yaml")`` without them still ran with a.yaml's (its WANDB_PROJECT, its HF_HOME).
+    ``load_config(path)`` sets them for the process, as TRL's parser does."""
+
+    @functools.wraps(function)
+    def kept(*args: Any, **kwargs: Any) -> Any:
+        config = args[0] if args else kwargs.get("config")
+        if not isinstance(config, str | os.PathLike):
+            return function(*args, **kwargs)
+        before = dict(os.environ)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for key in _environment_keys(Path(config)):
+                if key in before:
+                    os.environ[key] = before[key]
+                else:
+                    os.environ.pop(key, None)
+
+    return kept
+
+
+def _environment_keys(path: Path) -> list[str]:
+    """The variables a config file's ``env:`` names (none where it cannot be read: then the
+    run refused it before setting any)."""
+    import yaml
+
+    try:
+        env = yaml.safe_load(path.read_text()).get("env")
+    except Exception:  # (a folder, a file the run refused)
+        return []
+    return [str(key) for key in env] if isinstance(env, dict) else []
 
 
 def release_frames(error: BaseException) -> None:

@@ -60,7 +60,12 @@ from directpo.loop_steps import (
 )
 from directpo.outputs import OutputLock, remove_unstarted_record, visible_entries
 from directpo.preflight import check_run
-from directpo.process_state import kept_for_caller, library_output, numeric_switches
+from directpo.process_state import (
+    kept_for_caller,
+    library_output,
+    numeric_switches,
+    recipe_environment_kept,
+)
 from directpo.resumable import resuming
 from directpo.resume import (
     run_seed,
@@ -74,6 +79,7 @@ from directpo.sync import sync_reference
 # a Python caller's refusals name train()'s train_dataset= / eval_dataset= beside the files;
 # ``directpo train`` (its caller set first) the command's options alone
 @entry_point(Caller(Spelling.PYTHON, Entry.TRAIN))
+@recipe_environment_kept
 def train(
     config: DPOConfig | None = None,
     train_dataset: Any = None,
