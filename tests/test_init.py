@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import directpo
@@ -64,3 +66,45 @@ def test_every_lazy_name_is_typed_for_type_checkers() -> None:
     assert set(directpo._LAZY) <= typed
     for name, (module, attr) in directpo._LAZY.items():
         assert attr == name and module.startswith("directpo.")
+
+
+# every directpo module imported into a fresh interpreter: what a notebook's process-wide
+# settings were before, compared after (printed as one line of reprs)
+IMPORT_EVERYTHING = """
+import logging, os, pkgutil, importlib, signal, sys, warnings
+import peft, torch, transformers
+
+def settings():
+    return repr((
+        warnings.filters, logging.getLogger().handlers, logging.getLogger().level,
+        signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), sys.excepthook,
+        torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled(),
+        transformers.utils.logging.get_verbosity(),
+    ))
+
+before = settings()
+import directpo
+for module in pkgutil.walk_packages(directpo.__path__, "directpo."):
+    if module.name != "directpo.__main__":  # (the command: runs main)
+        importlib.import_module(module.name)
+print(before == settings() or before + " -> " + settings())
+"""
+
+
+def test_importing_directpo_leaves_the_process_settings_alone() -> None:
+    """``import directpo.models`` (any train / score / generate) set a warnings filter for the
+    whole process, so that a notebook's own ``model.is_gradient_checkpointing`` no longer warned
+    that it is deprecated. Only peft's wrapping is quiet now (adapters.peft_wrapping); importing
+    any module changes no warnings filter, logging handler, signal handler or torch switch."""
+    import subprocess
+    import sys
+
+    from test_main import SRC
+
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    shown = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERYTHING], capture_output=True, text=True, env=env,
+        timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "True"

@@ -507,3 +507,26 @@ def test_a_seed_draws_the_adapters_trl_draws(tiny_model_dirs, style, init, dora)
     assert ours.keys() == expected.keys() and len(ours) > 4
     for name, value in expected.items():
         assert torch.equal(ours[name], value), name
+
+
+def test_peft_s_deprecation_warning_is_quiet_only_while_peft_wraps(tiny_model_dirs) -> None:
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` as it wraps a model:
+    directpo's runs stay quiet of it, and the caller's own code still hears it afterwards (a
+    filter set at import hid it from the whole process)."""
+    import warnings
+
+    from peft import LoraConfig
+
+    from directpo.adapters import apply_peft
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["llama"])
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        import directpo.models  # noqa: F401 - (what set the filter when imported)
+
+        wrapped = apply_peft(base, LoraConfig(r=4, target_modules=["q_proj"]))
+        assert not [warning for warning in heard if "is_gradient_checkpointing" in str(warning)]
+        assert wrapped.base_model.model.is_gradient_checkpointing is False  # the caller's read
+    assert [w.category for w in heard if "is_gradient_checkpointing" in str(w.message)] == [
+        FutureWarning
+    ]

@@ -1150,3 +1150,23 @@ def test_implicit_reward_notes_a_template_without_a_generation_prompt_once(
         "(ImplicitReward's tokenizer argument, or the model folder's chat_template.jinja)"
     )
     assert notes == {"without": [note, note], "with": []}
+
+
+@pytest.mark.filterwarnings("ignore:.is_gradient_checkpointing. is deprecated:FutureWarning")
+def test_loading_an_adapter_to_score_leaves_the_callers_generators_alone(
+    tiny_model_dirs, tmp_path
+) -> None:
+    """``ImplicitReward(adapter_folder, base, beta)`` drew from torch's generator (peft draws an
+    adapter's fresh weights before the saved ones replace them): a notebook that had seeded
+    torch drew other numbers after it than its seed gives, where train() gives them back."""
+    from peft import LoraConfig, get_peft_model
+
+    llama = tiny_model_dirs["llama"]
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    get_peft_model(AutoModelForCausalLM.from_pretrained(llama), lora).save_pretrained(tmp_path)
+    torch.manual_seed(1234)
+    expected = torch.rand(4)
+    torch.manual_seed(1234)
+    scorer = ImplicitReward(str(tmp_path), str(llama), 0.1)
+    assert torch.equal(torch.rand(4), expected)
+    assert scorer.adapters_off  # (scored against its own base: the adapter did load)

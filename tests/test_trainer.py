@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -1264,6 +1265,106 @@ def test_out_of_memory_before_the_first_step_is_one_line(
     assert "lora_r: 16" not in str(stopped.value)  # (it trains LoRA already)
     assert "load_in_4bit" in str(stopped.value) and "precompute_ref_log_probs" in str(stopped.value)
     assert not any("layout" in line and "Error" in line for line in lines), lines
+
+
+def test_the_retry_that_out_of_memory_at_step_1_advises_is_not_refused(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Out of memory at step 1 said 'pass a lower per_device_train_batch_size=...'; the retry
+    with it, in the same output_dir, was refused: 'already holds a run stopped before its first
+    checkpoint'. A run that stops before it logs a step takes back its own record
+    (config.yaml, an empty metrics.jsonl) from a folder that was empty; a folder that held
+    someone's file keeps it, and one run that logged a step is still refused."""
+    import directpo.trainer as trainer_module
+    from directpo.errors import TrainingStopped
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model = tiny_model_dirs["llama"]
+    real_step = trainer_module.train_step
+    monkeypatch.setattr(trainer_module, "train_step", out_of_memory)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for out in (tmp_path / "new" / "out", kept):
+        with pytest.raises(TrainingStopped, match="lower per_device_train_batch_size"):
+            train(tiny_config(model, pairs_file, out), echo=None)
+    assert not (tmp_path / "new").exists() and kept.is_dir() and not list(kept.iterdir())
+    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    for out in (tmp_path / "new" / "out", kept):
+        assert train(tiny_config(model, pairs_file, out, per_device_train_batch_size=3),
+                     echo=None).global_step == 1  # fmt: skip
+
+    theirs = tmp_path / "theirs"  # someone's file beside: the folder was not empty
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine\n")
+    monkeypatch.setattr(trainer_module, "train_step", out_of_memory)
+    with pytest.raises(ConfigError, match="already holds other files"):
+        train(tiny_config(model, pairs_file, theirs), echo=None)
+
+    # a run refused by another's lock wrote no record: the other run's (written after this
+    # one found the folder empty) stays
+    from directpo.outputs import OutputLock
+
+    busy, other = tmp_path / "busy", OutputLock()
+    busy.mkdir()
+    other.acquire(busy)
+    for name in ("config.yaml", "metrics.jsonl"):
+        (busy / name).write_text("")
+    monkeypatch.setattr(trainer_module, "visible_entries", lambda folder: [])
+    with pytest.raises(ConfigError, match="already holds a run stopped before its first"):
+        train(tiny_config(model, pairs_file, busy), echo=None)
+    other.release()
+    assert sorted(path.name for path in busy.iterdir()) == ["config.yaml", "metrics.jsonl"]
+    monkeypatch.undo()
+
+    def fails_at_step_2(run, step, measure=False):
+        return real_step(run, step, measure) if step == 0 else out_of_memory()
+
+    logged = tmp_path / "logged"
+    monkeypatch.setattr(trainer_module, "train_step", fails_at_step_2)
+    with pytest.raises(TrainingStopped):
+        train(tiny_config(model, pairs_file, logged, max_steps=2), echo=None)
+    assert len(read_metrics(logged)) == 1  # its row is kept
+    with pytest.raises(ConfigError, match="holds a run stopped before its first checkpoint"):
+        train(tiny_config(model, pairs_file, logged), echo=None)
+
+
+def test_a_recipes_env_is_the_callers_again_after_train(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """``train("a.yaml")`` whose ``env:`` set WANDB_PROJECT left it set in the notebook: a later
+    ``train("b.yaml")`` without it still logged into a.yaml's project. The variables the file
+    sets are the caller's again after the run (one it had, as it was; one it had not, unset),
+    after a refused run too; load_config(path) still sets them, as TRL's parser does."""
+    import yaml
+
+    from directpo.config import load_config
+
+    monkeypatch.setenv("DIRECTPO_TEST_MINE", "mine")
+    monkeypatch.delenv("DIRECTPO_TEST_NEW", raising=False)
+    seen: dict[str, str | None] = {}
+    recipe = tmp_path / "a.yaml"
+    for beta in (-1.0, 0.1):  # a refused run, then one that trains
+        out = tmp_path / f"out{beta}"
+        recipe.write_text(yaml.safe_dump({
+            "model_name_or_path": str(tiny_model_dirs["llama"]), "train_file": str(pairs_file),
+            "output_dir": str(out), "report_to": ["none"], "max_steps": 1, "beta": beta,
+            "env": {"DIRECTPO_TEST_MINE": "recipe's", "DIRECTPO_TEST_NEW": "recipe's"},
+        }))  # fmt: skip
+
+        def seeing(line: str) -> None:
+            seen.setdefault("during", os.environ.get("DIRECTPO_TEST_NEW"))
+
+        try:
+            train(str(recipe), echo=seeing)
+        except ConfigError:
+            assert beta < 0
+        assert os.environ["DIRECTPO_TEST_MINE"] == "mine"
+        assert "DIRECTPO_TEST_NEW" not in os.environ
+    assert seen == {"during": "recipe's"}
+    load_config(str(recipe))
+    assert os.environ["DIRECTPO_TEST_NEW"] == "recipe's"
 
 
 def test_options_given_to_train_are_the_configs(tmp_path, monkeypatch) -> None:

@@ -5,10 +5,13 @@ adapter_starts.py's, the lora_* options as peft configs lora_options.py's."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import re
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,6 +20,20 @@ from directpo.errors import ModelLoadError, first_line
 from directpo.lora_options import lora_config
 from directpo.model_locations import has_files, is_regex, looks_local
 from directpo.precision import DTYPES
+
+
+@contextlib.contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """The block in which peft wraps a model (get_peft_model, PeftModel.from_pretrained): peft
+    reads transformers' renamed ``is_gradient_checkpointing`` as it wraps, a FutureWarning
+    between the two libraries that nobody running directpo can act on (it printed on every LoRA
+    run). Silenced here only: a filter set when directpo.models was imported hid the warning
+    from the caller's own code (a notebook's, a script's) for the rest of the process."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def adapter_base(path: str) -> str | None:
@@ -141,7 +158,8 @@ def apply_peft(
     to_save = list(getattr(peft_config, "modules_to_save", None) or [])
     parameters = list(getattr(peft_config, "target_parameters", None) or [])
     try:
-        wrapped = get_peft_model(model, peft_config, revision=revision)
+        with peft_wrapping():
+            wrapped = get_peft_model(model, peft_config, revision=revision)
     except (ValueError, TypeError, re.error) as exc:  # e.g. target modules not in the model
         said = _regex_unmatched(model, peft_config) or f"peft: {first_line(exc)}"
         raise ModelLoadError(said) from None

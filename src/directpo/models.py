@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-from directpo.adapters import adapter_base, adapter_config
+from directpo.adapters import adapter_base, adapter_config, peft_wrapping
 from directpo.callers import spell_setting
 from directpo.errors import ConfigError, ModelLoadError, first_line
 from directpo.hub import cache_only_where_unreachable
@@ -29,12 +28,6 @@ from directpo.model_preparation import (
 )
 from directpo.precision import DTYPES
 from directpo.vision import is_vision_config
-
-# peft reads transformers' renamed attribute on every PeftModel: a warning between the two
-# libraries that nobody running directpo can act on (it printed on every LoRA run)
-warnings.filterwarnings(
-    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
-)
 
 
 def load_causal_lm(
@@ -77,7 +70,8 @@ def load_causal_lm(
                 ) from None
         base = load_causal_lm(adapter, dtype, trainable=False, device=device, options=options)
         try:
-            model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
+            with peft_wrapping():
+                model = PeftModel.from_pretrained(base, path, is_trainable=trainable)
         except Exception as exc:  # peft raises several types for a foreign or damaged adapter
             raise ModelLoadError(
                 f"model '{path}': cannot load the adapter onto '{adapter}' ({first_line(exc)})"

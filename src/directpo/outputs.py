@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from directpo.adapter_starts import write_as_plain_lora
-from directpo.adapters import adapter_base
+from directpo.adapters import adapter_base, peft_wrapping
 from directpo.callers import spell_option, spell_setting
 from directpo.checkpoint import STAGING, finish_staged, list_checkpoints
 from directpo.config import DPOConfig
@@ -225,8 +225,7 @@ def refuse_output_dir_in_use(output_dir: str | Path, config: DPOConfig) -> None:
 def _held(output_dir: Path, config: DPOConfig) -> tuple[list[Path], list[str], bool]:
     """(its checkpoints, its entries but hidden staging ones, whether the run resumes there)."""
     previous = list_checkpoints(output_dir)
-    entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
-    entries = [name for name in entries if not name.startswith(".")]  # staging, tmp folders
+    entries = visible_entries(output_dir)
     resume = config.resume_from_checkpoint
     resuming_here = resume == "latest" or (resume is not None and inside(resume, output_dir))
     return previous, entries, resuming_here
@@ -313,6 +312,30 @@ def _someones_run_files(output_dir: Path, previous: list[Path], entries: list[st
     front = card.read_text(errors="replace").split("\n---\n")[0] if card.is_file() else ""
     ours = f"\n{CARD_TAGS}\n" in front
     return [name for name in REWRITTEN if name in entries and not (name == "README.md" and ours)]
+
+
+def visible_entries(output_dir: Path) -> list[str]:
+    """The names in ``output_dir`` but hidden ones (staging, the lock), [] if it is missing."""
+    entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
+    return [name for name in entries if not name.startswith(".")]  # staging, tmp folders
+
+
+UNSTARTED_RECORD = ("config.yaml", "metrics.jsonl")
+
+
+def remove_unstarted_record(output_dir: Path) -> None:
+    """A run that stopped before it logged a step, in a folder that was empty, takes back its
+    record (config.yaml, an empty metrics.jsonl): out of memory at step 1 advised a lower
+    batch size, and the retry with it was refused as 'already holds a run stopped before its
+    first checkpoint' (as was a retry after a Ctrl-C while the reference was precomputed).
+    A folder with anything more (a logged row, a tracker's files) stays as it is."""
+    entries = visible_entries(output_dir)
+    metrics = output_dir / UNSTARTED_RECORD[1]
+    if sorted(entries) != sorted(UNSTARTED_RECORD) or metrics.stat().st_size:
+        return
+    for name in UNSTARTED_RECORD:
+        with contextlib.suppress(OSError):
+            (output_dir / name).unlink()
 
 
 def inside(path: str | Path, folder: str | Path) -> bool:
@@ -455,7 +478,9 @@ def _merged_into_fresh_base(base: str, adapter: Path, config: DPOConfig) -> torc
     """The saved adapter merged into ``base`` loaded anew (on the CPU) in the save dtype."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(_fresh(base, config), str(adapter)).merge_and_unload()
+    with peft_wrapping():
+        wrapped = PeftModel.from_pretrained(_fresh(base, config), str(adapter))
+    return wrapped.merge_and_unload()
 
 
 def save_run_files(output_dir: Path, model: torch.nn.Module, record: RunRecord) -> None:

@@ -21,11 +21,13 @@ stop rather than a bug give those frames' locals up; the traceback still shows e
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +60,55 @@ def kept_for_caller(device: torch.device) -> Iterator[None]:
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+
+
+@contextlib.contextmanager
+def generators_kept() -> Iterator[None]:
+    """torch's generators (the CPU's, and those of the CUDA devices already started) as they
+    were, after the block. Loading a PEFT adapter draws its fresh weights before the saved ones
+    replace them: ``ImplicitReward(adapter_folder, ...)`` moved a notebook's seeded generator,
+    so that what it drew next was not what its seed gave (train() keeps them: kept_for_caller).
+    A device that the block itself starts has no state from before to give back."""
+    started = torch.cuda.is_available() and torch.cuda.is_initialized()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if started else []):
+        yield
+
+
+def recipe_environment_kept(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function(config, ...)`` given a config file's path: the variables its ``env:`` sets
+    (before anything runs, as TRL's parser sets them) are the caller's again after the call.
+    A notebook's ``train("a.yaml")`` left them set for good, so that a later
+    ``train("b.yaml")`` without them still ran with a.yaml's (its WANDB_PROJECT, its HF_HOME).
+    ``load_config(path)`` sets them for the process, as TRL's parser does."""
+
+    @functools.wraps(function)
+    def kept(*args: Any, **kwargs: Any) -> Any:
+        config = args[0] if args else kwargs.get("config")
+        if not isinstance(config, str | os.PathLike):
+            return function(*args, **kwargs)
+        before = dict(os.environ)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for key in _environment_keys(Path(config)):
+                if key in before:
+                    os.environ[key] = before[key]
+                else:
+                    os.environ.pop(key, None)
+
+    return kept
+
+
+def _environment_keys(path: Path) -> list[str]:
+    """The variables a config file's ``env:`` names (none where it cannot be read: then the
+    run refused it before setting any)."""
+    import yaml
+
+    try:
+        env = yaml.safe_load(path.read_text()).get("env")
+    except Exception:  # (a folder, a file the run refused)
+        return []
+    return [str(key) for key in env] if isinstance(env, dict) else []
 
 
 def release_frames(error: BaseException) -> None:

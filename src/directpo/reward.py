@@ -37,6 +37,7 @@ from directpo.model_preparation import LoadOptions
 from directpo.outputs import REFERENCE_FOLDER
 from directpo.precision import DTYPES, float32_compute
 from directpo.preference_pairs import ImagePrompt, PreferenceExample, counted
+from directpo.process_state import generators_kept
 from directpo.prompts import parse_scored, with_images
 from directpo.reference import AdapterReference, ReferenceProvider
 from directpo.reward_models import (
@@ -118,9 +119,10 @@ class ImplicitReward:
         self.dtype = DTYPES.get(dtype, dtype)  # type: ignore[call-overload]
         policy, reference = model_or_path(policy), model_or_path(reference)
         policy_kwargs, reference_kwargs = dict(policy_kwargs or {}), dict(reference_kwargs or {})
-        reference = self._load_models(
-            policy, reference, dtype, policy_kwargs, reference_kwargs, trust_remote_code
-        )
+        with generators_kept():  # (an adapter's fresh weights are drawn as it loads)
+            reference = self._load_models(
+                policy, reference, dtype, policy_kwargs, reference_kwargs, trust_remote_code
+            )
         processor = None
         if tokenizer is None and isinstance(policy, str):
             tokenizer, processor = folder_tokenizer(policy, policy_kwargs, trust_remote_code)

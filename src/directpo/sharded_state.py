@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from directpo.adapters import peft_wrapping
 from directpo.distributed import World
 from directpo.logprobs import unwrap_peft
 from directpo.model_preparation import CONFIG_AS_LOADED
@@ -118,7 +119,8 @@ def consolidated_model(
         from peft import get_peft_model
 
         names = list(configs)
-        whole = get_peft_model(whole, configs[names[0]], adapter_name=names[0])
+        with peft_wrapping():
+            whole = get_peft_model(whole, configs[names[0]], adapter_name=names[0])
         for name in names[1:]:
             whole.add_adapter(name, configs[name])
     whole.load_state_dict(state)

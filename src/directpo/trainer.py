@@ -58,11 +58,14 @@ from directpo.loop_steps import (
     format_metrics,
     log_step,
 )
-from directpo.outputs import (
-    OutputLock,
-)
+from directpo.outputs import OutputLock, remove_unstarted_record, visible_entries
 from directpo.preflight import check_run
-from directpo.process_state import kept_for_caller, library_output, numeric_switches
+from directpo.process_state import (
+    kept_for_caller,
+    library_output,
+    numeric_switches,
+    recipe_environment_kept,
+)
 from directpo.resumable import resuming
 from directpo.resume import (
     run_seed,
@@ -76,6 +79,7 @@ from directpo.sync import sync_reference
 # a Python caller's refusals name train()'s train_dataset= / eval_dataset= beside the files;
 # ``directpo train`` (its caller set first) the command's options alone
 @entry_point(Caller(Spelling.PYTHON, Entry.TRAIN))
+@recipe_environment_kept
 def train(
     config: DPOConfig | None = None,
     train_dataset: Any = None,
@@ -122,6 +126,7 @@ def train(
     world = setup_world(mode, config.ddp_timeout)
     run, finished, lock = None, False, OutputLock()
     made_output_dir = missing_folders(Path(config.output_dir))  # its missing parents too
+    was_empty = not visible_entries(Path(config.output_dir))  # (what a stop may take back)
     try:
         # in the process group: a file missing on one node is then said by its rank (before
         # it, that rank's error went unsaid: only rank 0 speaks of an error every rank meets)
@@ -178,7 +183,12 @@ def train(
         # DDP's reducer holds the process group: dropped after it, its destructor joined gloo's
         # threads holding the GIL that one of them needed (a hang at exit, seen under load)
         run = None
+        # only a run that took the folder's lock wrote a record: one refused at start or by
+        # another run's lock must not take that run's (unlocked file systems keep it)
+        wrote_record = lock.handle is not None
         lock.release()
+        if was_empty and wrote_record and not finished:
+            remove_unstarted_record(Path(config.output_dir))
         if made_output_dir and not finished and world.is_main:
             # a run refused before it wrote anything (a LoRA target the model lacks, a bad
             # row) leaves no empty folder that the next try would take for someone else's
