@@ -208,3 +208,22 @@ def test_a_file_changed_after_a_load_is_checked_again(tmp_path, monkeypatch):
     assert len(_train(tmp_path)) == 2
     write_jsonl(tmp_path / "data" / "b.jsonl", [{**PAIR, "chosen": True}])
     assert "data/b.jsonl: line 1: field 'chosen' is a boolean (true)" in _refused(tmp_path)
+
+
+def test_a_folders_csv_cells_are_read_as_written_not_as_numbers(tmp_path, monkeypatch):
+    """datasets' csv reader (pandas) read a cell that looks like a number, boolean or missing
+    value as one: one file's '007' and '1e5' trained (or were refused as 'a number') as 7 and
+    100000.0, 'NaN' and an empty cell as None, and a.csv's chosen of numbers beside b.csv's
+    words failed naming no file ("Failed to parse string: 'true' as a scalar of type int64").
+    A folder's CSV cells are text as written, as a CSV train_file's are."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("prompt,chosen,rejected\nHi,5,no\nHey,7,nah\n")
+    (tmp_path / "data" / "b.csv").write_text(
+        'prompt,chosen,rejected\nHi,007,no\nHey,1e5,nah\nYo,NaN,x\nOk,true,y\nOh,,"[1, 2]"\n'
+    )
+    train = _train(tmp_path)
+    assert train["chosen"] == ["5", "7", "007", "1e5", "NaN", "true", ""]
+    assert train["rejected"] == ["no", "nah", "no", "nah", "x", "y", "[1, 2]"]
+    (tmp_path / "data" / "a.csv").unlink()  # (one file alone: '007' was 7.0, '' None)
+    assert _train(tmp_path)["chosen"] == ["007", "1e5", "NaN", "true", ""]
