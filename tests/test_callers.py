@@ -1448,3 +1448,68 @@ def test_a_resume_given_as_a_flag_beside_a_recipe_is_refused_in_the_flags_words(
         "resume_from_checkpoint: latest: no checkpoint in fresh to resume; set "
         "resume_from_checkpoint: null to start a new run"
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        # (flag words typed apart were said 'sigmod,sft'; a repeat '[sigmoid, sigmoid]', YAML's
+        # list, to a flag's and Python's user too)
+        (["--loss_type", "sigmod", "sft"], "(got sigmod sft); did you mean sigmoid sft?"),
+        (["--loss_type=sigmod,sft"], "(got sigmod,sft); did you mean sigmoid,sft?"),
+        ("loss_type: [sigmod, sft]", "(got [sigmod, sft]); did you mean [sigmoid, sft]?"),
+        (
+            {"loss_type": ["sigmod", "sft"]},
+            "(got ['sigmod', 'sft']); did you mean ['sigmoid', 'sft']?",
+        ),  # fmt: skip
+        (
+            ["--loss_type", "sigmoid", "sigmoid"],
+            "loss_type must be without repeats (got sigmoid sigmoid)",
+        ),  # fmt: skip
+        (["--loss_type", "sigmoid,sigmoid"], "without repeats (got sigmoid,sigmoid)"),
+        ("loss_type: [sigmoid, sigmoid]", "without repeats (got [sigmoid, sigmoid])"),
+        ({"loss_type": ["sigmoid", "sigmoid"]}, "without repeats (got ['sigmoid', 'sigmoid'])"),
+        ({"loss_type": ("sigmoid", "sigmoid")}, "without repeats (got ('sigmoid', 'sigmoid'))"),
+        (
+            ["--report_to", "wandbb", "tensorbord"],
+            "(got wandbb tensorbord); did you mean wandb tensorboard?",
+        ),  # fmt: skip
+        (
+            "report_to: [wandbb, tensorbord]",
+            "(got [wandbb, tensorbord]); did you mean [wandb, tensorboard]?",
+        ),  # fmt: skip
+        (
+            {"report_to": ["wandbb", "tensorbord"]},
+            "(got ['wandbb', 'tensorbord']); did you mean ['wandb', 'tensorboard']?",
+        ),  # fmt: skip
+        ({"loss_type": ["sigmoid", "sft"], "loss_weights": (-1, 2)}, "(got (-1, 2))"),
+        (
+            ["--online", "--reward_fn", "m:f", "--reward_weights", "1", "2"],
+            "--reward_weights 1 2 gives 2 weights for 1 labeller",
+        ),  # fmt: skip
+        (
+            ["--online", "--reward_fn", "m:f", "--reward_weights=1,2"],
+            "--reward_weights 1,2 gives 2 weights",
+        ),  # fmt: skip
+    ],
+)
+def test_a_list_options_value_is_echoed_as_its_caller_wrote_it(
+    given, said, tmp_path, capsys
+) -> None:
+    """A list option's value in a refusal, as the user wrote it in each caller: a flag's words
+    as typed (apart or with commas), a recipe's YAML list, Python's list or tuple."""
+    base = {"model_name_or_path": "m", "train_file": "p.jsonl"}
+    if isinstance(given, dict):
+        with pytest.raises(ConfigError) as refused:
+            DPOConfig(**base, **given)
+        lines = str(refused.value).splitlines()
+    else:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text("".join(f"{k}: {v}\n" for k, v in base.items()))
+        if isinstance(given, str):
+            recipe.write_text(recipe.read_text() + given + "\n")
+        assert main(["train", str(recipe), *([] if isinstance(given, str) else given)]) == 2
+        lines = capsys.readouterr().err.splitlines()
+    assert [line for line in lines if said in line] != [], lines
+    # (no other spelling of the value beside it: '[sigmoid, sigmoid]' to a flag's user)
+    assert not any("[" in line for line in lines if said in line and "[" not in said)

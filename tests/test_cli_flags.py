@@ -473,6 +473,10 @@ def test_a_launchers_local_rank_is_taken_by_every_command(command, rank, tmp_pat
         (["--loss_weights", "-1", "2"], "-1 2"),
         (["--loss_weights", "1", "-2"], "1 -2"),
         (["--loss-weights", "-1e-5", "2"], "-1e-5 2"),
+        # the equals form: 2 was read as a second config file ('config file not found: 2' and
+        # 'one weight per loss_type (2) (got -1)'); the words after it are the list's too
+        (["--loss_weights=-1", "2"], "-1 2"),
+        (["--loss_weights=1", "-2"], "1 -2"),
     ],
 )
 def test_a_list_flag_keeps_every_value_after_a_negative_first_one(
@@ -480,7 +484,7 @@ def test_a_list_flag_keeps_every_value_after_a_negative_first_one(
 ) -> None:
     """``--loss_weights -1 2`` was joined as ``--loss_weights=-1`` (argparse's fix for a lone
     negative value), so 2 was a stray argument (or the config file): a list keeps them all,
-    refused as the negative weight alone."""
+    refused as the negative weight alone. ``--loss_weights=-1 2`` likewise."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model_name_or_path: m\ntrain_file: missing.jsonl\n")
     argv = ["train", str(recipe), "--loss_type", "sigmoid", "sft", *flags]

@@ -231,3 +231,22 @@ def test_a_later_files_missing_field_or_whole_fractions_load_as_datasets_reads_t
     assert "data/c.jsonl: line 1: field 'score_chosen' is a number (8.5)" in _refused(tmp_path)
     write_jsonl(tmp_path / "data" / "c.jsonl", [{**rated, "source": "x"}])
     assert "data/a.jsonl: has no field 'source', which data/c.jsonl has" in _refused(tmp_path)
+
+
+def test_a_folders_csv_cells_are_read_as_written_not_as_numbers(tmp_path, monkeypatch):
+    """datasets' csv reader (pandas) read a cell that looks like a number, boolean or missing
+    value as one: one file's '007' and '1e5' trained (or were refused as 'a number') as 7 and
+    100000.0, 'NaN' and an empty cell as None, and a.csv's chosen of numbers beside b.csv's
+    words failed naming no file ("Failed to parse string: 'true' as a scalar of type int64").
+    A folder's CSV cells are text as written, as a CSV train_file's are."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("prompt,chosen,rejected\nHi,5,no\nHey,7,nah\n")
+    (tmp_path / "data" / "b.csv").write_text(
+        'prompt,chosen,rejected\nHi,007,no\nHey,1e5,nah\nYo,NaN,x\nOk,true,y\nOh,,"[1, 2]"\n'
+    )
+    train = _train(tmp_path)
+    assert train["chosen"] == ["5", "7", "007", "1e5", "NaN", "true", ""]
+    assert train["rejected"] == ["no", "nah", "no", "nah", "x", "y", "[1, 2]"]
+    (tmp_path / "data" / "a.csv").unlink()  # (one file alone: '007' was 7.0, '' None)
+    assert _train(tmp_path)["chosen"] == ["007", "1e5", "NaN", "true", ""]

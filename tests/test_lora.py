@@ -264,7 +264,7 @@ def test_a_regex_target_is_peft_s_regex_not_a_name(tiny_model_dirs) -> None:
         DPOConfig(lora_r=8, lora_target_modules=[regex, "o_proj"])
     assert str(info.value) == (
         "lora_target_modules must be module names, or one regex alone (peft matches it against "
-        rf"each whole module name) (got [{regex}, o_proj])"
+        rf"each whole module name) (got [{regex!r}, 'o_proj'])"  # (Python's list, as written)
     )
     names = DPOConfig(lora_r=8, lora_target_modules=["q_proj", "v_proj"])
     assert lora_config_from({key: getattr(names, key) for key in LORA_OPTIONS}).target_modules == {
@@ -306,7 +306,7 @@ def test_all_linear_beside_names_or_misspelt_is_refused_before_the_model_loads()
         DPOConfig(lora_r=8, lora_target_modules=["all-linear", "lm_head"])
     assert str(info.value) == (
         "lora_target_modules must be all-linear alone (peft's word for every linear layer), "
-        "or module names (got [all-linear, lm_head])"
+        "or module names (got ['all-linear', 'lm_head'])"
     )
     for misspelt in ("all_linear", "ALL-LINEAR"):
         with pytest.raises(ConfigError) as info:

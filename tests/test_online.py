@@ -1116,6 +1116,53 @@ def test_a_prompt_the_reward_models_template_refuses_is_said_before_its_weights_
     assert not (out / "metrics.jsonl").exists()
 
 
+def test_implicit_reward_models_template_without_a_generation_prompt_is_noted_once(
+    tiny_model_dirs, tmp_path, online_files
+) -> None:
+    """score, rank, train's policy, generate and ImplicitReward note a chat template that
+    writes no generation prompt; train's implicit_reward_model, whose folder's template labels
+    each sample with the assistant's header as its first tokens, said nothing. It is noted
+    once, worded for that option (its folder's template, not the run's chat_template option);
+    a folder whose template writes the header, or text prompts, say nothing."""
+    from tiny import CHATML_TEMPLATE
+
+    from directpo.config import DPOConfig
+    from directpo.labellers import load_labeller
+
+    without = CHATML_TEMPLATE.split("{% if add_generation_prompt %}")[0]
+    rewards, prompts = online_files
+    base = str(tiny_model_dirs["llama"])
+    user = {"role": "user", "content": "Tell me about the movie."}
+    said = {}
+    for name, template, chats in (
+        ("without", without, [[user], [user]]),
+        ("with", CHATML_TEMPLATE, [[user], [user]]),
+        ("text", without, ["The movie was", "It was"]),
+    ):
+        run = shutil.copytree(tiny_model_dirs["llama"], tmp_path / name)
+        (run / "chat_template.jinja").write_text(template)
+        recorded = DPOConfig(model_name_or_path=base, train_file="p.jsonl")
+        recorded.save_yaml(run / "config.yaml", ref_model_name_or_path=base)
+        config = online_config(tiny_model_dirs["llama"], prompts, tmp_path / "out", rewards,
+                               reward_fn=None, implicit_reward_model=str(run))  # fmt: skip
+        lines: list[str] = []
+        load_labeller(config, torch.device("cpu"), (chats, "c.jsonl", None), lines.append)
+        said[name] = [line for line in lines if "generation prompt" in line]
+    run = tmp_path / "without"
+    assert said == {
+        "without": [
+            f"note: implicit_reward_model '{run}': its chat template writes no generation "
+            "prompt (it has no add_generation_prompt branch), so each completion is scored with "
+            "the assistant turn's header ('<|im_start|>assistant\\n') as its first tokens: every "
+            "reward of a prompt holds the header's log-ratio (the same for each completion: "
+            "margins and rankings are unchanged); give a template that writes it in "
+            f"{run}'s chat template (its chat_template.jinja)"
+        ],
+        "with": [],
+        "text": [],
+    }
+
+
 def test_a_prompt_the_implicit_reward_runs_template_refuses_names_its_row_and_folder(
     tiny_model_dirs, tmp_path, online_files
 ) -> None:

@@ -1005,6 +1005,38 @@ def test_a_continued_adapters_returned_reference_scores_in_memory(
     assert [n for n, p in result.policy.named_parameters() if p.requires_grad] == trainable
 
 
+def test_implicit_rewards_warnings_point_at_the_users_own_line(tiny_model_dirs, tmp_path) -> None:
+    """ImplicitReward's older warnings had a fixed stacklevel (2 or 3): through score's call of
+    itself for one prompt, score_pairs and the entry_point wrapper, or from_run's decorator,
+    they named directpo's or contextlib's file, not the user's. Each names the user's line."""
+    import warnings
+
+    llama = str(tiny_model_dirs["llama"])
+    model = shutil.copytree(tiny_model_dirs["llama"], tmp_path / "model")
+    (model / "config.yaml").write_text("base_model: llama\n")  # another tool's: not used
+    scorer = ImplicitReward(llama, None, beta=0.1, max_length=12)
+    long = " word" * 40
+    pair = PreferenceExample("Hi", long, " a", "")
+    calls = {
+        "score": lambda: scorer.score(["Hi", "Hi"], [" a", long]),
+        "score one": lambda: scorer.score("Hi", long),
+        "score_pairs": lambda: scorer.score_pairs([pair]),
+        "from_run": lambda: ImplicitReward.from_run(str(model), llama, 0.1),
+    }
+    places = {}
+    for name, call in calls.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        places[name] = sorted({(Path(w.filename).name, str(w.message)[:16]) for w in caught})
+    assert places == {
+        "score": [("test_reward.py", "truncated to fit")],
+        "score one": [("test_reward.py", "truncated to fit")],
+        "score_pairs": [("test_reward.py", "truncated to fit")],
+        "from_run": [("test_reward.py", "config.yaml not ")],
+    }
+
+
 def test_a_model_folder_with_another_tools_config_yaml_scores_when_beta_and_reference_are_given(
     tiny_model_dirs, pairs_file, tmp_path, capsys
 ) -> None:

@@ -217,6 +217,22 @@ def spell_value(value: Any) -> str:
     return as_yaml(value)
 
 
+def spell_list(name: str, given: Any, apart: bool = True) -> str:
+    """The list option ``name``'s value as its own source wrote it, where a refusal echoes it
+    (its '(got ...)', its 'did you mean ...'): a flag's words as typed (``--loss_type sigmod
+    sft``: ``sigmod sft``; ``--loss_type sigmod,sft``: ``sigmod,sft``), a recipe's ``[sigmod,
+    sft]``, Python's ``['sigmod', 'sft']``. The space-typed flag was said ``sigmod,sft`` and a
+    repeat ``[sigmoid, sigmoid]`` (YAML's) to every caller; a flag beside a recipe, as the
+    recipe writes it. ``apart``: a flag's list is said as words typed apart (a flag's value
+    given as a list was), else as ``a,b`` (a value of its own, said as one typed with commas)."""
+    spelling = _own_spelling(name) or caller().spelling
+    several = isinstance(given, list | tuple) and all(isinstance(word, str) for word in given)
+    if spelling is Spelling.FLAGS and several and apart:  # (a flag's words, typed apart)
+        return " ".join(shlex.quote(word) for word in given)
+    with written_as(spelling):
+        return spell_value(given)
+
+
 @_noting_unwritten
 def spell_option(name: str, value: Any = _NO_VALUE, in_recipe: bool = True) -> str:
     """``name`` (with ``value``) as the caller writes it: ``--beta 0.1``, ``beta: 0.1 in
@@ -244,6 +260,16 @@ def spell_option(name: str, value: Any = _NO_VALUE, in_recipe: bool = True) -> s
 def said(name: str, value: Any = True) -> str:
     """``name: value`` within a sentence, as the caller writes it."""
     return spell_option(name, value, in_recipe=False)
+
+
+def said_given(name: str, given: Any) -> str:
+    """``said`` of a list option's value as the user gave it: a flag's words typed apart as
+    typed (spell_list; ``--reward_weights 1 2`` was said ``--reward_weights 1,2``)."""
+    own = _own_spelling(name) or caller().spelling
+    several = isinstance(given, list | tuple) and all(isinstance(word, str) for word in given)
+    if own is Spelling.FLAGS and several:
+        return f"--{name} {spell_list(name, given)}"
+    return said(name, given)
 
 
 def spell_unset(name: str) -> str:

@@ -126,35 +126,53 @@ def reply_header(
     return header if header.strip() else None
 
 
-def no_generation_prompt_note(header: str) -> str:
+def header_note(header: str, consequence: str, fix: str | None = None, whose: str = "the") -> str:
+    """The one note of a chat template that writes no generation prompt (``reply_header``),
+    for every caller: ``consequence``, what the header ({header!r} filled in) does there;
+    ``fix``, where a template that writes it goes (none: generate's, nothing to fix); ``whose``,
+    whose template (train's implicit_reward_model: its folder's, not the run's)."""
+    said = consequence.format(header=repr(header))
+    give = f"; give a template that writes it {fix}" if fix else ""
     return (
-        "note: the chat template writes no generation prompt (it has no add_generation_prompt "
-        f"branch), so each completion starts with the assistant turn's header ({header!r}), "
-        "which trains as part of the reply (as TRL's would), and samples (eval_generate, "
-        "generate) begin by writing it; give a template that writes it with the chat_template "
-        "option"
+        f"note: {whose} chat template writes no generation prompt (it has no "
+        f"add_generation_prompt branch), so {said}{give}"
+    )
+
+
+def no_generation_prompt_note(header: str) -> str:
+    """train's, of its policy's template (the chat_template option)."""
+    return header_note(
+        header,
+        "each completion starts with the assistant turn's header ({header}), which trains as "
+        "part of the reply (as TRL's would), and samples (eval_generate, generate) begin by "
+        "writing it",
+        "with the chat_template option",
     )
 
 
 def scored_header_note(
-    header: str, fix: str = "in the model folder's chat template (its chat_template.jinja)"
+    header: str,
+    fix: str = "in the model folder's chat template (its chat_template.jinja)",
+    whose: str = "the",
 ) -> str:
-    """score's, rank's and ImplicitReward's: the header is the first tokens of each completion
-    scored, its log-ratio the same for every completion of a prompt (a constant in each
-    reward). ``fix``: where the template that writes it goes (ImplicitReward's: its tokenizer
-    argument too)."""
-    return (
-        "note: the chat template writes no generation prompt (it has no add_generation_prompt "
-        f"branch), so each completion is scored with the assistant turn's header ({header!r}) "
-        "as its first tokens: every reward of a prompt holds the header's log-ratio (the same "
-        "for each completion: margins and rankings are unchanged); give a template that writes "
-        f"it {fix}"
+    """score's, rank's, ImplicitReward's and train's implicit_reward_model's: the header is
+    the first tokens of each completion scored, its log-ratio the same for every completion of
+    a prompt (a constant in each reward). ``fix``: where the template that writes it goes
+    (ImplicitReward's: its tokenizer argument too)."""
+    return header_note(
+        header,
+        "each completion is scored with the assistant turn's header ({header}) as its first "
+        "tokens: every reward of a prompt holds the header's log-ratio (the same for each "
+        "completion: margins and rankings are unchanged)",
+        fix,
+        whose,
     )
 
 
 def sampled_header_note(header: str) -> str:
-    return (
-        "note: the chat template writes no generation prompt (it has no add_generation_prompt "
-        "branch), so the model begins each sample by writing the assistant turn's header "
-        f"({header!r}) itself, which the completions hold"
+    """generate's: nothing to fix, the model writes the header itself."""
+    return header_note(
+        header,
+        "the model begins each sample by writing the assistant turn's header ({header}) "
+        "itself, which the completions hold",
     )

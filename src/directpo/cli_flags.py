@@ -418,8 +418,10 @@ def _read_flag(reading: _Reading, token: str) -> None:
     reading.previous = key
     kind = reading.kinds.get(key, "unknown")
     values = [value] if sep else []
-    if not sep:
-        values = _flag_values(reading, kind)
+    if not sep or kind in (LIST, PATHS):
+        # (a list's words after ``--key=value`` are its values too, as after ``--key value``:
+        # --loss_weights=-1 2 read 2 as the YAML file, 'config file not found: 2')
+        values = _flag_values(reading, kind, values)
     refused, flags, config_file = reading.refused, reading.flags, reading.config_file
     if key == "config":
         if not values:
@@ -441,10 +443,11 @@ def _read_flag(reading: _Reading, token: str) -> None:
         flags[key] = flag_value(kind, values)
 
 
-def _flag_values(reading: _Reading, kind: str) -> list[str]:
-    """The values after a bare ``--key``: one, or a list's up to the next flag."""
+def _flag_values(reading: _Reading, kind: str, given: list[str] | None = None) -> list[str]:
+    """The values after a bare ``--key``: one, or a list's up to the next flag; ``given``: the
+    one written after its '=' (a list's)."""
     tokens = reading.tokens
-    values: list[str] = []
+    values: list[str] = list(given or [])
     while reading.index < len(tokens) and not tokens[reading.index].startswith("--"):
         following = tokens[reading.index]
         if kind == BOOLEAN and _looks_like_config_file(following):

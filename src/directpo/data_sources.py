@@ -240,6 +240,7 @@ def dataset_splits(
             if files is not None:  # (each file's own types: what one table of them changes)
                 for split_files in files.values():
                     refuse_changed_values([str(path) for path in split_files], label, alone)
+                options = {**_csv_as_text(files, options), **options}
             with _failed_files(failed):
                 loaded = datasets.load_dataset(name, dataset_config, **options)
             if files is not None:
@@ -258,6 +259,31 @@ def dataset_splits(
             why = f"{why}; {spell_setting(config_key) if own else f'set {config_key}'}"
         raise DataError(f"{label}: cannot load ({problem}){why}") from None
     return loaded
+
+
+def _csv_as_text(files: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """load_dataset's options that read a folder's CSV files as directpo's own reader reads a
+    CSV train_file: every cell as written. datasets' csv reader (pandas) reads a cell that
+    looks like a number, a boolean or a missing value as one: '007' trained (or was refused
+    as a number) as 7, '1e5' as 100000.0, 'NaN' and an empty cell as None, and a folder whose
+    one file's chosen column is all numbers beside another's words failed naming no file
+    ("Failed to parse string: 'true' as a scalar of type int64"). Every column is text (a
+    cell of messages stays its text, as datasets read it before); nothing for other files, or
+    files of different columns (said by the load)."""
+    paths = [str(path) for split in files.values() for path in split]
+    if not paths or "features" in options or not all(p.lower().endswith(".csv") for p in paths):
+        return {}
+    import datasets
+    import pandas
+
+    try:
+        headers = {tuple(pandas.read_csv(path, nrows=0).columns) for path in paths}
+    except Exception:  # (a file pandas cannot read: said by the load, as before)
+        return {}
+    if len(headers) != 1:
+        return {}
+    text = datasets.Features({name: datasets.Value("string") for name in headers.pop()})
+    return {"features": text, "keep_default_na": False, "na_filter": False}
 
 
 def _split_files(name: str, dataset_config: str | None, options: Any) -> Any:

@@ -61,12 +61,16 @@ Labeller = Callable[[list[Text | ImagePrompt], list[str], list[dict[str, Any]]],
 
 
 def load_labeller(
-    config: DPOConfig, device: torch.device, prompts: PromptsToCheck | None = None
+    config: DPOConfig,
+    device: torch.device,
+    prompts: PromptsToCheck | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> Labeller:
     """The online labeller the config names: one of three, or the ``reward_weights``-weighted
     sum of those set (in the order reward_fn, reward_model_name_or_path,
     implicit_reward_model), as TRL sums its ``reward_funcs``. ``prompts``: the rounds' prompts,
-    which a reward model's chat template renders each before its weights load."""
+    which a reward model's chat template renders each before its weights load. ``echo``:
+    where a labeller's notes go (its template's missing generation prompt)."""
     parts: list[Labeller] = []
     if config.reward_fn:
         from directpo.rewardfn import load_reward_fn
@@ -82,7 +86,7 @@ def load_labeller(
         model = _reward_model(path, device, config.prompt_limit, trusted, tokens, prompts)
         parts.append(_reported(f"reward_model_name_or_path '{path}'", model))
     if config.implicit_reward_model:
-        parts.append(_implicit(config, prompts))
+        parts.append(_implicit(config, prompts, echo))
     assert parts
     if len(parts) == 1 and config.reward_weights is None:
         return parts[0]
@@ -103,7 +107,11 @@ def load_labeller(
     return weighted
 
 
-def _implicit(config: DPOConfig, prompts: PromptsToCheck | None = None) -> Labeller:
+def _implicit(
+    config: DPOConfig,
+    prompts: PromptsToCheck | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Labeller:
     from directpo.generate import prompt_problems
     from directpo.reward import ImplicitReward
     from directpo.tokenization import TOKENIZE_BATCH
@@ -126,6 +134,8 @@ def _implicit(config: DPOConfig, prompts: PromptsToCheck | None = None) -> Label
                         where = places[number] if places else f"prompt {number + 1}"
                         refused.add(where, f"implicit_reward_model '{path}': {problem}")
         refused.raise_if_any()
+        if echo is not None:
+            _say_reply_header(scorer, path, prompts[0], echo)
 
     def implicit(
         prompts: list[Text | ImagePrompt], completions: list[str], _: list[dict]
@@ -133,6 +143,32 @@ def _implicit(config: DPOConfig, prompts: PromptsToCheck | None = None) -> Label
         return list(scorer.score(prompts, completions))
 
     return _reported(f"implicit_reward_model '{config.implicit_reward_model}'", implicit)
+
+
+def _say_reply_header(
+    scorer: Any, path: str, prompt_list: list[Text | ImagePrompt], echo: Callable[[str], None]
+) -> None:
+    """The note score, rank, train's policy, generate and ImplicitReward give of a chat template
+    without a generation prompt, for implicit_reward_model's folder: its template labelled each
+    sample with the assistant's header as its first tokens without a word (ImplicitReward is
+    not told it under train's caller: reward.py's _say_reply_header)."""
+    from directpo.chat_templates import reply_header, scored_header_note
+
+    for prompt in prompt_list:  # the first conversation without images, as train's policy
+        args = None
+        if isinstance(prompt, ImagePrompt):
+            if prompt.images:
+                continue
+            prompt, args = prompt.prompt, prompt.template_args
+        if not isinstance(prompt, list):
+            continue
+        reply = [{"role": "assistant", "content": PROBE_COMPLETION}]
+        kwargs = scorer.encoder.renderer.template_kwargs
+        if header := reply_header(scorer.tokenizer, kwargs, prompt, reply, args):
+            # (the run's chat_template option is its policy's: this folder's is not an option)
+            fix = f"in {path}'s chat template (its chat_template.jinja)"
+            echo(scored_header_note(header, fix, f"implicit_reward_model '{path}': its"))
+        return
 
 
 def _reported(name: str, labeller: Labeller) -> Labeller:

@@ -31,12 +31,14 @@ def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -
     unknown = [name for name in config.loss_type if name not in LOSS_INFO]
     former = [FORMER_LOSS_NAMES[name] for name in unknown if name in FORMER_LOSS_NAMES]
     if not config.loss_type or unknown:
+        typed = config._given_value("loss_type")
         config._refuse(
             "loss_type",
             f"loss_type must be one or more of {', '.join(LOSS_TYPES)}"
             + "".join(f"; {said}" for said in former)
-            + f" (got {words_shown(config._given_value('loss_type'), config.loss_type)})"
-            + meant_words(config.loss_type, LOSS_TYPES),  # (loss_type: Sigmoid, told the list)
+            + f" (got {words_shown(typed, config.loss_type, 'loss_type')})"
+            # (loss_type: Sigmoid, told the list)
+            + meant_words(config.loss_type, typed, "loss_type", LOSS_TYPES),
         )
     if config._valid("loss_type") and len(set(config.loss_type)) < len(config.loss_type):
         # (as the unknown name's line: --loss_type sigmoid,sigmoid was '(got [sigmoid,

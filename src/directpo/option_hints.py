@@ -14,7 +14,13 @@ from collections.abc import Collection
 from dataclasses import fields
 from typing import Any
 
-from directpo.callers import Spelling, caller, spell_setting, spell_value, written_as
+from directpo.callers import (
+    Spelling,
+    caller,
+    spell_list,
+    spell_setting,
+    written_as,
+)
 
 # no value given with an unknown name (a flag at the end of the line, a switch)
 NO_VALUE: Any = object()
@@ -315,12 +321,13 @@ def meant_choice(value: object, choices: Collection[str]) -> str | None:
     return close[0] if close else None
 
 
-def meant_words(given: Collection[object], choices: Collection[str]) -> str:
+def meant_words(given: Collection[object], typed: Any, key: str, choices: Collection[str]) -> str:
     """``; did you mean ...?`` for a list of words some of which are no choice (loss_type:
     [Sigmoid], report_to: wand), as ``meant_choice`` tells a word option: the list options were
     told their whole list of words alone (loss_type's eighteen). The list as meant where each
     unknown word means one choice ([sigmoid, sft] for [sigmoid, SFT]), else the words that do;
-    '' where none does."""
+    '' where none does. ``typed``: the value as the caller gave it, whose form the list meant
+    takes (callers.spell_list: a flag's words typed apart are told so)."""
     words = list(given)
     meant = {word: meant_choice(word, choices) for word in words if word not in choices}
     if not meant or not any(meant.values()):
@@ -329,7 +336,8 @@ def meant_words(given: Collection[object], choices: Collection[str]) -> str:
         fixed = [meant.get(word, word) for word in words]
         # (the list as the caller writes one: [a, b] in a recipe, a,b on a command line,
         # ['a', 'b'] in Python)
-        shown = str(fixed[0]) if len(fixed) == 1 else spell_value(fixed)
+        apart = isinstance(typed, list | tuple)  # (a flag's words typed apart: told so)
+        shown = str(fixed[0]) if len(fixed) == 1 else spell_list(key, fixed, apart)
         return f"; did you mean {shown}?"
     pairs = [f"{choice} for {word}" for word, choice in meant.items() if choice]
     return f"; did you mean {', '.join(pairs)}?"

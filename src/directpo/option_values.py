@@ -197,17 +197,18 @@ def value_shown(value: Any) -> str:
     return f"a {type(value).__module__}.{type(value).__qualname__} object"
 
 
-def words_shown(given: Any, read: Any) -> str:
+def words_shown(given: Any, read: Any, key: str) -> str:
     """A list option's words as the caller gave them (``given``, before they were read into
     the list ``read``): ``ipoo`` for a recipe's or flag's one word and ``'ipoo'`` for
-    Python's, where all were told the list read, ``[ipoo]``; a list as written (``[a, b]``, a
-    flag's ``a,b``, Python's ``['a', 'b']``). Anything else as value_shown says ``read``."""
-    from directpo.callers import spell_value
+    Python's, where all were told the list read, ``[ipoo]``; a list as written
+    (callers.spell_list: ``[a, b]``, a flag's ``a,b`` or ``a b`` as typed, Python's ``['a',
+    'b']``). Anything else as value_shown says ``read``."""
+    from directpo.callers import spell_list
 
     words = [given] if isinstance(given, str) else given
     if not isinstance(words, list | tuple) or not all(isinstance(w, str) for w in words):
         return value_shown(read)
-    text = " ".join(spell_value(given).split())
+    text = " ".join(spell_list(key, given).split())
     return text if len(text) <= 80 else text[:77] + "..."
 
 

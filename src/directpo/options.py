@@ -34,13 +34,20 @@ from directpo.callers import (
     setting_verb,
     source_spelling,
     spell_given,
+    spell_list,
     spell_name,
     written_as,
 )
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.option_hints import NO_VALUE, meant_choice, unknown_hint
 from directpo.option_values import coerce as _coerce
-from directpo.option_values import number_written, typed_shown, value_shown, word_refusal
+from directpo.option_values import (
+    number_written,
+    typed_shown,
+    value_shown,
+    word_refusal,
+    words_shown,
+)
 from directpo.shell_expansion import home_expanded, unset_said, unset_variables
 from directpo.yaml_interpolation import escaped
 
@@ -254,7 +261,10 @@ class Options:
         as the float read from them ('got -1.0', a value nobody wrote); else as read."""
         read, given = getattr(self, key), self._given_value(key)
         if _numbers(read):  # (loss_weights: --loss_weights -1 was 'got [-1.0]')
-            return number_written(key, read) or _numbers_shown(given, read)
+            return number_written(key, read) or _numbers_shown(given, read, key)
+        if isinstance(read, list) and read and all(isinstance(word, str) for word in read):
+            # (loss_type's repeat was '[sigmoid, sigmoid]' to a flag's and Python's user too)
+            return words_shown(given, read, key)
         if isinstance(read, bool) or not isinstance(read, int | float):
             return value_shown(read)
         if isinstance(given, str):  # a flag's text (or YAML 1.1's 1e-5, read as a string)
@@ -424,7 +434,7 @@ def _numbers(value: Any) -> bool:
     )
 
 
-def _numbers_shown(given: Any, read: list[float]) -> str:
+def _numbers_shown(given: Any, read: list[float], key: str) -> str:
     """A list of numbers as the caller wrote it where it is what was read: a flag's text
     (``-1``, ``1,-1``), a recipe's ``[1, -1]``; else the list read."""
     if isinstance(given, str):
@@ -433,7 +443,7 @@ def _numbers_shown(given: Any, read: list[float]) -> str:
             if [float(word) for word in words] == read:
                 return given.strip()
     elif isinstance(given, list | tuple) and list(given) == read:
-        return value_shown(list(given))
+        return spell_list(key, given)  # (Python's (1, -1) as written: it was '[1, -1]')
     elif isinstance(given, list | tuple) and all(isinstance(word, str) for word in given):
         # a flag's words (--loss_weights 1 2), said as typed: it was '[1.0, 2.0]'
         with contextlib.suppress(ValueError):

@@ -204,7 +204,7 @@ class ImplicitReward:
         for note in check_vocabulary(
             tokenizer, getattr(tokenizer, "name_or_path", "") or "", models
         ):
-            warnings.warn(note, stacklevel=3)  # (ImplicitReward(...)'s caller's line)
+            warnings.warn(note, stacklevel=_outside_level())  # (the user's line)
         # a learned position table (GPT-2, OPT) cannot be indexed past: longer rows are cut
         # to it as to max_length, not an IndexError
         for _, _, model in models:
@@ -352,7 +352,7 @@ class ImplicitReward:
             if not checked:
                 self._say_reply_header(prompt, response, args)
         if truncated:
-            warnings.warn(truncation_note(self, truncated), stacklevel=2)
+            warnings.warn(truncation_note(self, truncated), stacklevel=_outside_level())
         return self.score_ids(rows).tolist()
 
     @entry_point(PYTHON_CALLER)
@@ -379,7 +379,7 @@ class ImplicitReward:
                 if not example.images:
                     self._say_reply_header(prompt, response, example.template_args)
         if truncated:
-            warnings.warn(truncation_note(self, truncated), stacklevel=2)
+            warnings.warn(truncation_note(self, truncated), stacklevel=_outside_level())
         rewards = self.score_ids(rows).tolist()
         return list(zip(rewards[0::2], rewards[1::2], strict=True))
 
@@ -454,15 +454,21 @@ def _is_single(value: Any) -> bool:
 
 def _outside_level() -> int:
     """The stacklevel of the first frame outside directpo, for its caller's warnings.warn: the
-    user's line, past score's call of itself for one prompt and the entry_point wrappers."""
+    user's line, past score's call of itself for one prompt, score_pairs and the entry_point
+    wrappers, and the decorators' frames between them (from_run's offline_flags_kept runs in
+    contextlib's: a fixed stacklevel=2 or 3 named directpo's or contextlib's line)."""
     frame, level = sys._getframe(1), 1
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("directpo."):
+    while frame.f_back is not None and _is_ours(frame.f_globals.get("__name__", "")):
         frame, level = frame.f_back, level + 1
     return level
 
 
+def _is_ours(module: str) -> bool:
+    return module.startswith("directpo.") or module in ("contextlib", "functools")
+
+
 def _warn(note: str) -> None:
-    warnings.warn(note, stacklevel=3)
+    warnings.warn(note, stacklevel=_outside_level())
 
 
 def _checked_numbers(beta: Any, batch_size: Any, dtype: Any) -> tuple[float, int]:

@@ -396,7 +396,8 @@ def _online_prompts_and_labeller(
     kwargs = config.chat_template_kwargs
     check_prompts(data.tokenizer, data.online_prompts, label, None, kwargs, places or None, noted)
     data.train_data = train_data or OnlineData(len(data.online_prompts), where)
-    data.labeller = load_labeller(config, device, (data.online_prompts, label, places or None))
+    checked = (data.online_prompts, label, places or None)
+    data.labeller = load_labeller(config, device, checked, echo)
     args = (data.online_prompts, data.online_rows, data.tokenizer, config.max_steps)
     check_labeller(data.labeller, *args)
     if data.reward_fn is None:  # a reward model (or implicit one) alone: eval_generate's

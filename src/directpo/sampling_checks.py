@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from directpo.callers import (
     Blank,
-    said,
+    said_given,
     spell_entry,
     spell_given,
     spell_name,
@@ -203,7 +203,7 @@ def check_online(config: DPOConfig, require: Callable[[bool, str, str], None]) -
     if weights is not None and labellers and len(weights) != len(labellers):
         config._refuse(
             "reward_weights",
-            f"{said('reward_weights', config._given_value('reward_weights'))} gives "
+            f"{said_given('reward_weights', config._given_value('reward_weights'))} gives "
             f"{counted(len(weights), 'weight')} for {counted(len(labellers), 'labeller')} "
             f"({', '.join(spell_name(name) for name in labellers)}): give one weight per "
             "labeller, in this order",

@@ -47,11 +47,12 @@ def check_tracking(config: DPOConfig) -> None:
             f"{spell_value('none')} for no tracker)",
         )
     elif unknown and not off:  # (report_to: wand or WandB: told the words alone)
+        typed = config._given_value("report_to")
         config._refuse(
             "report_to",
             f"report_to must be a list of {', '.join(TRACKERS)} (got "
-            f"{words_shown(config._given_value('report_to'), config.report_to)})"
-            f"{meant_words(config.report_to, TRACKERS)}",
+            f"{words_shown(typed, config.report_to, 'report_to')})"
+            f"{meant_words(config.report_to, typed, 'report_to', TRACKERS)}",
         )
     if "none" in config.report_to and len(config.report_to) > 1:
         config._refuse(
