@@ -46,7 +46,7 @@ def check_losses(config: DPOConfig, require: Callable[[bool, str, str], None]) -
         config._refuse(
             "loss_type",
             f"loss_type must be without repeats (got "
-            f"{words_shown(config._given_value('loss_type'), config.loss_type)})",
+            f"{words_shown(config._given_value('loss_type'), config.loss_type, 'loss_type')})",
         )
     if config.loss_weights is not None:
         require(
