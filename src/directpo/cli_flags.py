@@ -32,6 +32,7 @@ from directpo.option_loading import read_yaml
 from directpo.option_paths import PATH_OPTIONS
 from directpo.option_values import as_yaml, coerce, comma_words
 from directpo.options import option_help, type_hints
+from directpo.readers import DATA_ENDINGS
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
 
@@ -305,7 +306,8 @@ def _looks_like_config_file(token: str) -> bool:
     return token.lower().endswith((".yaml", ".yml", ".json")) or os.path.isfile(token)
 
 
-DATA_EXTENSIONS = (".jsonl", ".ndjson", ".parquet", ".csv", ".tsv", ".arrow", ".gz", ".bz2", ".xz")
+# (.json is a config or rows: refuse_data_file reads which)
+DATA_EXTENSIONS = tuple(ending for ending in DATA_ENDINGS if ending != ".json")
 
 
 def refuse_data_file(path: str) -> None:

@@ -124,6 +124,9 @@ def _unreadable(exc: Exception, label: str) -> DataError:
 
 # the file types open_rows reads (a text one may be compressed, COMPRESSED)
 DATA_KINDS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".arrow")
+# how the name of a file of rows ends: a kind, or its compression (data.jsonl.gz ends .gz); the
+# one list of the hints that tell a file from a hub id or a config (they had drifted apart)
+DATA_ENDINGS = (*DATA_KINDS, *COMPRESSED)
 
 
 # csv's default field limit (131072 characters) refuses long responses
