@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+from tiny import SENTIMENT_PAIRS, quiet, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
 from directpo.config import DPOConfig
@@ -21,10 +21,6 @@ from directpo.tracking import read_metrics
 from directpo.trainer import train
 
 config_for = tiny_config
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def train_rows(metrics: list[dict]) -> list[dict]:
