@@ -1425,6 +1425,18 @@ def test_a_yaml_file_as_trains_config_is_read_as_the_command_reads_it(
     assert len(seen) == 2
 
 
+@pytest.mark.parametrize("name", ["recipe.yaml", "Recipe.YAML", "recipe.Yml"])
+def test_a_yaml_name_in_any_case_as_trains_config_is_a_recipe_not_there(tmp_path, name) -> None:
+    """train('configs/Recipe.YAML') not there was told 'the first argument is the config ...
+    and it is no file; a model is train(model_name_or_path=...)' where recipe.yaml was told the
+    config file is not found: train() read .yaml / .yml in lower case only, the CLI in any
+    case; both read one rule (option_loading.names_yaml)."""
+    path = str(tmp_path / name)
+    with pytest.raises(ConfigError) as refused:
+        train(path, echo=None)
+    assert str(refused.value) == f"config file not found: {path}"
+
+
 def test_trls_reward_funcs_is_reward_fn_and_its_list_of_one_is_the_one(monkeypatch) -> None:
     """OnlineDPOTrainer's ``reward_funcs=[fn]`` took three tries: "unknown option
     'reward_funcs'; did you mean 'reward_fn'?", then reward_fn=[...] "must be a string, got

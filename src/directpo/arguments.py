@@ -25,6 +25,7 @@ from directpo.callers import (
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.lora_options import lora_options_of
+from directpo.option_loading import names_yaml
 from directpo.option_paths import refuse_moved_or_copied_record
 from directpo.trl_compat import ALIASES, reward_model_named
 
@@ -276,7 +277,7 @@ def config_file(path: str, options: dict[str, Any]) -> DPOConfig:
     reads it (load_config: TRL's names, ``env:``, interpolations; the options over its keys).
     It was a TypeError ("takes a directpo.DPOConfig, got builtins.str"); a string that names no
     file, such as a model folder (TRL's ``DPOTrainer("model-id", ...)`` order), is said so."""
-    if os.path.isfile(path) or path.endswith((".yaml", ".yml")):
+    if os.path.isfile(path) or names_yaml(path):
         built = _recipe_config(path, options)
         refuse_moved_or_copied_record(path, built, options)  # (in the keywords' words)
         return built
