@@ -39,6 +39,17 @@ def said(name: str, value: Any = True) -> str:
     return spell_option(name, value, in_recipe=False)
 
 
+# a BitsAndBytesConfig's fields that are directpo options of the same name: the bits, and the
+# 4-bit ones (read with load_in_4bit only); TRL's ModelConfig takes them as its own options
+QUANTIZATION_OPTIONS = ("load_in_4bit", "load_in_8bit")
+QUANTIZATION_4BIT_OPTIONS = (
+    "bnb_4bit_quant_type",
+    "bnb_4bit_use_double_quant",
+    "bnb_4bit_compute_dtype",
+    "bnb_4bit_quant_storage",
+)
+BNB_OPTIONS = (*QUANTIZATION_OPTIONS, *QUANTIZATION_4BIT_OPTIONS)
+
 # GenerationConfig's names of directpo's sampling options, which OnlineDPOConfig takes as they
 # are: TRL's aliases of them, and the generation_kwargs keys refused as set by these options
 SAMPLING_ALIASES = {
