@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny import tiny_config, write_jsonl
+from tiny import quiet, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
 import directpo.checkpoint as checkpoint_module
@@ -951,7 +951,7 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
         greater_is_better=False,
     )  # fmt: skip
     model = tiny_model_dirs["llama"]
-    full = train(tiny_config(model, pairs_file, tmp_path / "full", **settings), echo=_quiet)
+    full = train(tiny_config(model, pairs_file, tmp_path / "full", **settings), echo=quiet)
     lines: list[str] = []
     config = tiny_config(model, pairs_file, tmp_path / "only", save_only_model=True, **settings)
     only = train(config, echo=lines.append)
@@ -966,7 +966,7 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
         assert state_files <= {p.name for p in (tmp_path / "full" / f"checkpoint-{step}").iterdir()}
     resumed = dataclasses.replace(config, resume_from_checkpoint="latest")
     with pytest.raises(CheckpointError) as refused:
-        train(resumed, echo=_quiet)
+        train(resumed, echo=quiet)
     only = tmp_path / "only"
     assert str(refused.value) == (
         f"resume_from_checkpoint='latest': no usable checkpoint in {only} (checkpoint-4, "
@@ -978,7 +978,7 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
         config, resume_from_checkpoint=str(tmp_path / "only/checkpoint-4")
     )
     with pytest.raises(CheckpointError, match="not resumable; start a new run from its weights"):
-        train(explicit, echo=_quiet)
+        train(explicit, echo=quiet)
 
     # a signal after step 3: its checkpoint is complete, and the run continues from it exactly
     real = trainer_module._stop_requested
@@ -989,10 +989,10 @@ def test_save_only_model_writes_weights_alone_loads_the_best_and_never_resumes(
         return real(run, stop)
 
     plain = dict(max_steps=4, save_steps=1, per_device_train_batch_size=2)
-    whole = train(tiny_config(model, pairs_file, tmp_path / "whole", **plain), echo=_quiet)
+    whole = train(tiny_config(model, pairs_file, tmp_path / "whole", **plain), echo=quiet)
     monkeypatch.setattr(trainer_module, "_stop_requested", signal_at_step_3)
     config = tiny_config(model, pairs_file, tmp_path / "stopped", save_only_model=True, **plain)
-    assert train(config, echo=_quiet).stopped_by == "SIGTERM"
+    assert train(config, echo=quiet).stopped_by == "SIGTERM"
     monkeypatch.setattr(trainer_module, "_stop_requested", real)
     files = {p.name for p in (tmp_path / "stopped" / "checkpoint-3").iterdir()}
     assert state_files <= files
@@ -1014,7 +1014,7 @@ def test_a_save_only_model_checkpoint_is_refused_before_the_data_and_models_load
     out = tmp_path / "only"
     config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, max_steps=2, save_steps=1,
                          save_only_model=True)  # fmt: skip
-    train(config, echo=_quiet)
+    train(config, echo=quiet)
 
     def loaded(*args, **kwargs):
         raise AssertionError("the data and models were loaded before the refusal")
@@ -1026,17 +1026,13 @@ def test_a_save_only_model_checkpoint_is_refused_before_the_data_and_models_load
          "checkpoint-2"),
     ]:  # fmt: skip
         with pytest.raises(CheckpointError) as refused:
-            train(dataclasses.replace(config, resume_from_checkpoint=value), echo=_quiet)
+            train(dataclasses.replace(config, resume_from_checkpoint=value), echo=quiet)
         assert str(refused.value).startswith(f"resume_from_checkpoint={said}written with "
                                              "save_only_model: true")  # fmt: skip
         assert str(refused.value).endswith(  # (train()'s words)
             f"(model_name_or_path='{out / start}', ref_model_name_or_path="
             f"'{tiny_model_dirs['gpt2']}')"
         )
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def test_a_checkpoint_tokenized_by_other_rules_is_named_as_such_only_where_its_pairs_differ():
@@ -1258,7 +1254,7 @@ def test_latest_with_no_checkpoint_is_refused_before_the_data_and_models_load(
     out = tmp_path / "fresh"
     config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, out, resume_from_checkpoint=True)
     with pytest.raises(CheckpointError) as refused:
-        train(config, echo=_quiet)
+        train(config, echo=quiet)
     assert str(refused.value) == (
         f"resume_from_checkpoint='latest': no checkpoint in {out} to resume; pass "
         "resume_from_checkpoint=None to start a new run"  # (train()'s keyword)
@@ -1284,7 +1280,7 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
         tiny_model_dirs["gpt2"], pairs_file, tmp_path / "out", resume_from_checkpoint=str(trl)
     )
     with pytest.raises(CheckpointError) as refused:
-        train(config, echo=_quiet)
+        train(config, echo=quiet)
     assert str(refused.value) == (
         f"resume_from_checkpoint='{trl}': written by transformers' Trainer (a TRL run: "
         "training_args.bin), not by directpo: its optimizer state and data order continue only "
@@ -1295,7 +1291,7 @@ def test_a_trl_checkpoint_is_refused_before_loading_naming_what_to_do(
     # latest in a TRL run's output_dir: the same, at once
     config = dataclasses.replace(config, output_dir=str(trl.parent), resume_from_checkpoint=True)
     with pytest.raises(CheckpointError) as refused:
-        train(config, echo=_quiet)
+        train(config, echo=quiet)
     assert str(refused.value).startswith(
         f"resume_from_checkpoint='latest': no directpo checkpoint in {trl.parent} (checkpoint-500: "
         "written by transformers' Trainer"

@@ -217,20 +217,7 @@ def test_python_m_directpo_exits_2_with_one_line_and_no_traceback(tmp_path) -> N
     model.mkdir()
     (model / "config.json").write_text("{}")  # data is read before any model loads
     bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "directpo",
-            "train",
-            "--model_name_or_path",
-            str(model),
-            "--train_file",
-            str(data),
-            "--report_to",
-            "none",
-            "--output_dir",
-            str(tmp_path / "o"),
-        ],
+        [sys.executable, "-m", "directpo", *train_argv(model, data, tmp_path / "o")],
         capture_output=True,
         text=True,
     )
@@ -242,23 +229,8 @@ def test_python_m_directpo_exits_2_with_one_line_and_no_traceback(tmp_path) -> N
 def test_skip_invalid_rows_reports_counts(tiny_model_dirs, tmp_path, capsys) -> None:
     data = tmp_path / "prefs.jsonl"
     data.write_text(GOOD * 3 + "{oops\n" + '{"prompt": "a", "chosen": "b"}\n')
-    code = main(
-        [
-            "train",
-            "--model_name_or_path",
-            str(tiny_model_dirs["gpt2"]),
-            "--train_file",
-            str(data),
-            "--skip_invalid_rows",
-            "true",
-            "--max_steps",
-            "1",
-            "--report_to",
-            "none",
-            "--output_dir",
-            str(tmp_path / "o"),
-        ]
-    )
+    flags = ("--skip_invalid_rows", "true", "--max_steps", "1")
+    code = main(train_argv(tiny_model_dirs["gpt2"], data, tmp_path / "o", *flags))
     out = capsys.readouterr().out
     assert code == 0
     assert (
@@ -270,18 +242,7 @@ def test_skip_invalid_rows_reports_counts(tiny_model_dirs, tmp_path, capsys) -> 
 def test_a_folder_that_is_not_a_model_gives_one_line(pairs_file, tmp_path, capsys) -> None:
     empty = tmp_path / "not-a-model"
     empty.mkdir()
-    code, err = run_cli(
-        capsys,
-        "train",
-        "--model_name_or_path",
-        str(empty),
-        "--train_file",
-        str(pairs_file),
-        "--report_to",
-        "none",
-        "--output_dir",
-        str(tmp_path / "o"),
-    )
+    code, err = run_cli(capsys, *train_argv(empty, pairs_file, tmp_path / "o"))
     assert code == 2
     assert err.startswith(f"directpo: error: model_name_or_path: {empty} is not a model folder")
     assert err.count("\n") == 1
@@ -310,18 +271,8 @@ def test_a_tracker_that_is_not_installed_is_named(
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
     )
-    code, err = run_cli(
-        capsys,
-        "train",
-        "--model_name_or_path",
-        str(tiny_model_dirs["gpt2"]),
-        "--train_file",
-        str(pairs_file),
-        "--report_to",
-        "wandb",
-        "--output_dir",
-        str(tmp_path / "o"),
-    )
+    train = train_argv(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "o", "--report_to", "wandb")
+    code, err = run_cli(capsys, *train)
     assert code == 2
     assert "--report_to wandb: wandb is not installed: pip install wandb" in err
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from launch import torchrun
-from tiny import SENTIMENT_PAIRS, bf16_grid_copy, tiny_config, write_jsonl
+from tiny import SENTIMENT_PAIRS, bf16_grid_copy, quiet, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
 from directpo.config import DPOConfig
@@ -17,10 +17,6 @@ from directpo.precision import MasterWeights, evaluates_in_float32, float32_comp
 from directpo.reward import ImplicitReward
 from directpo.tracking import read_metrics
 from directpo.trainer import train
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def eval_rows(metrics: list[dict]) -> list[dict]:

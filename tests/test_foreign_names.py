@@ -354,6 +354,15 @@ def test_openrlhfs_dataset_is_said_as_the_option_its_value_is(tmp_path, capsys) 
     assert "dataset_name data/missing" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["data/missing.ndjson", "data/missing.jsonl.xz", "data/M.JSONL"])
+def test_openrlhfs_dataset_of_any_data_file_ending_is_not_told_a_hub_id(name, capsys) -> None:
+    """``--dataset data/prefs.ndjson`` (or .jsonl.bz2 / .xz, or .JSONL) not there yet was told
+    'give --dataset_name data/prefs.ndjson (a hub id ...)': this hint kept its own, shorter list
+    of data file endings; it reads the one list the readers and the other hints read."""
+    assert main(["train", "--dataset", name]) == 2
+    assert f"dataset_name {name}" not in capsys.readouterr().err
+
+
 def test_a_runs_own_config_yaml_is_read_without_interpolation(tmp_path) -> None:
     """A run's config.yaml records its values as given (a run_name holding '${x}' from a
     flag): score's and rank's reading of it must not take that for an OmegaConf reference."""

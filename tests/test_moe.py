@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import build_tokenizer, save_tiny_model, tiny_config
+from tiny import build_tokenizer, quiet, save_tiny_model, tiny_config
 from transformers import (
     GraniteMoeConfig,
     GraniteMoeForCausalLM,
@@ -26,10 +26,6 @@ from directpo.model_checks import check_heads
 from directpo.models import resolve_router_aux
 from directpo.tokenization import TokenizedPair
 from directpo.trainer import train
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import socket
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import tiny_config
+from tiny import quiet, tiny_config
 from transformers import AutoModelForCausalLM
 
 import directpo.outputs as outputs_module
@@ -21,10 +21,6 @@ from directpo.checkpoint import verify_checkpoint
 from directpo.errors import CheckpointError, ConfigError
 from directpo.outputs import FINAL_STAGING
 from directpo.trainer import train
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def test_a_finished_lora_run_or_someones_files_are_not_overwritten(

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import tiny_config
+from tiny import quiet, tiny_config
 
 from directpo.cli import main
 from directpo.errors import ConfigError, ModelLoadError
@@ -18,10 +18,6 @@ from directpo.preflight import check_environment
 from directpo.trainer import train
 
 pytest.importorskip("peft")
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def rows(result) -> list[dict]:

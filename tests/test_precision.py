@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
+from tiny import SENTIMENT_PAIRS, quiet, save_tiny_model, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
 import directpo.run_models as run_models
@@ -23,10 +23,6 @@ from directpo.loss_names import LOSS_INFO
 from directpo.precision import MasterWeights, PrecisionPolicy
 from directpo.tracking import read_metrics
 from directpo.trainer import train
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:

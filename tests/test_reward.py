@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, save_tiny_model, tiny_config, write_jsonl
+from tiny import SENTIMENT_PAIRS, quiet, save_tiny_model, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from directpo.callers import Caller, Entry, Spelling, called_by
@@ -22,10 +22,6 @@ from directpo.reward import PYTHON_CALLER, ImplicitReward
 from directpo.reward_files import rank_file, score_file
 from directpo.tokenization import tokenize_preferences
 from directpo.trainer import train
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")

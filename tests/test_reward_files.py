@@ -14,6 +14,7 @@ from tiny import (
     SENTIMENT_PAIRS,
     count_ids_many,
     kept_when_interrupted,
+    quiet,
     refusing_system_copy,
     save_tiny_model,
     write_jsonl,
@@ -27,10 +28,6 @@ from directpo.errors import ConfigError, DataError
 from directpo.jsonl import StagedJsonl
 from directpo.reward import ImplicitReward
 from directpo.reward_files import rank_file, score_file
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")

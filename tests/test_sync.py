@@ -13,17 +13,13 @@ import torch
 from launch import torchrun
 from safetensors.torch import load_file
 from test_distributed import assert_same_metrics
-from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+from tiny import SENTIMENT_PAIRS, quiet, tiny_config, write_jsonl
 
 from directpo.errors import CheckpointError, ConfigError
 from directpo.tracking import read_metrics
 from directpo.trainer import train
 
 LN2 = math.log(2)
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def losses(metrics: list[dict]) -> list[float]:

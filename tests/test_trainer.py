@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from tiny import SENTIMENT_PAIRS, tiny_config, write_jsonl
+from tiny import SENTIMENT_PAIRS, quiet, tiny_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
 from directpo.config import DPOConfig
@@ -22,10 +22,6 @@ from directpo.tracking import read_metrics
 from directpo.trainer import train
 
 config_for = tiny_config
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def train_rows(metrics: list[dict]) -> list[dict]:
@@ -1528,6 +1524,18 @@ def test_a_yaml_file_as_trains_config_is_read_as_the_command_reads_it(
             f"train(model_name_or_path={str(path)!r}, ...), rows train_dataset=..."
         )
     assert len(seen) == 2
+
+
+@pytest.mark.parametrize("name", ["recipe.yaml", "Recipe.YAML", "recipe.Yml"])
+def test_a_yaml_name_in_any_case_as_trains_config_is_a_recipe_not_there(tmp_path, name) -> None:
+    """train('configs/Recipe.YAML') not there was told 'the first argument is the config ...
+    and it is no file; a model is train(model_name_or_path=...)' where recipe.yaml was told the
+    config file is not found: train() read .yaml / .yml in lower case only, the CLI in any
+    case; both read one rule (option_loading.names_yaml)."""
+    path = str(tmp_path / name)
+    with pytest.raises(ConfigError) as refused:
+        train(path, echo=None)
+    assert str(refused.value) == f"config file not found: {path}"
 
 
 def test_trls_reward_funcs_is_reward_fn_and_its_list_of_one_is_the_one(monkeypatch) -> None:

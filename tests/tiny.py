@@ -166,6 +166,10 @@ def tiny_config(model: Path, data: Path | None, out: Path, **overrides: Any) -> 
     return DPOConfig(**{**values, **overrides})
 
 
+def quiet(_: str) -> None:
+    """An ``echo`` that says nothing (train, score, rank and generate print their lines)."""
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path

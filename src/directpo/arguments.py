@@ -26,8 +26,10 @@ from directpo.callers import (
 from directpo.config import DPOConfig
 from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.lora_options import lora_options_of
+from directpo.option_loading import names_yaml
 from directpo.option_paths import refuse_moved_or_copied_record
 from directpo.trl_compat import ALIASES, reward_model_named
+from directpo.trl_table import QUANTIZATION_4BIT_OPTIONS, QUANTIZATION_OPTIONS
 
 
 def checked_arguments(
@@ -217,14 +219,6 @@ def _asks_nothing(value: Any) -> bool:
     return value is None
 
 
-# a BitsAndBytesConfig's fields that directpo's options of the same names express
-QUANTIZATION_OPTIONS = ("load_in_4bit", "load_in_8bit")
-QUANTIZATION_4BIT_OPTIONS = (
-    "bnb_4bit_quant_type",
-    "bnb_4bit_use_double_quant",
-    "bnb_4bit_compute_dtype",
-    "bnb_4bit_quant_storage",
-)
 PORTED_AS = "load_in_4bit / load_in_8bit and bnb_4bit_*"
 
 
@@ -277,7 +271,7 @@ def config_file(path: str, options: dict[str, Any]) -> DPOConfig:
     reads it (load_config: TRL's names, ``env:``, interpolations; the options over its keys).
     It was a TypeError ("takes a directpo.DPOConfig, got builtins.str"); a string that names no
     file, such as a model folder (TRL's ``DPOTrainer("model-id", ...)`` order), is said so."""
-    if os.path.isfile(path) or path.endswith((".yaml", ".yml")):
+    if os.path.isfile(path) or names_yaml(path):
         built = _recipe_config(path, options)
         refuse_moved_or_copied_record(path, built, options)  # (in the keywords' words)
         return built

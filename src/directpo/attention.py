@@ -229,14 +229,10 @@ def varlen_attention_forward(
     """transformers' attention signature: [B, H, T, D] in, [B, T, H, D] out."""
     plan: VarlenPlan | None = kwargs.pop(PLAN_KEY, None)
     if plan is None:  # plain padded rows (generation, the plain layout): SDPA with its mask
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        return flexattention.sdpa_forward(
+            module, query, key, value, attention_mask, dropout, scaling, **kwargs
         )
-    for unsupported in ("sliding_window", "softcap", "s_aux"):
-        if kwargs.get(unsupported) is not None:
-            raise ValueError(f"{IMPLEMENTATION} does not support {unsupported}")
+    flexattention.refuse_unsupported(IMPLEMENTATION, kwargs)
     rows, heads, width, dim = query.shape
     q = query.transpose(1, 2).reshape(rows * width, heads, dim)
     k = key.transpose(1, 2).reshape(rows * width, key.shape[1], dim)[plan.key_index]

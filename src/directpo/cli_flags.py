@@ -28,10 +28,11 @@ from directpo.callers import Spelling, advice_text, written_as
 from directpo.errors import ConfigError, ConfigErrors
 from directpo.foreign_names import RENAMED, SAME_VALUE_AS, SEVERAL_VALUES
 from directpo.option_hints import NO_VALUE, unknown_hint
-from directpo.option_loading import read_yaml
+from directpo.option_loading import CONFIG_ENDINGS, names_yaml, read_yaml
 from directpo.option_paths import PATH_OPTIONS
 from directpo.option_values import as_yaml, coerce, comma_words
 from directpo.options import option_help, type_hints
+from directpo.readers import DATA_ENDINGS
 from directpo.trl_compat import ALIASES, VERSION_FLAGS, VERSION_HINT
 
 
@@ -302,10 +303,11 @@ def flag_value(kind: str, values: list[str]) -> Any:
 
 
 def _looks_like_config_file(token: str) -> bool:
-    return token.lower().endswith((".yaml", ".yml", ".json")) or os.path.isfile(token)
+    return token.lower().endswith(CONFIG_ENDINGS) or os.path.isfile(token)
 
 
-DATA_EXTENSIONS = (".jsonl", ".ndjson", ".parquet", ".csv", ".tsv", ".arrow", ".gz", ".bz2", ".xz")
+# (.json is a config or rows: refuse_data_file reads which)
+DATA_EXTENSIONS = tuple(ending for ending in DATA_ENDINGS if ending != ".json")
 
 
 def refuse_data_file(path: str) -> None:
@@ -452,9 +454,7 @@ def _flag_values(reading: _Reading, kind: str, given: list[str] | None = None) -
         following = tokens[reading.index]
         if kind == BOOLEAN and _looks_like_config_file(following):
             break  # a bare boolean flag followed by the YAML file
-        if values and (
-            reading.config_file is None and following.lower().endswith((".yaml", ".yml"))
-        ):
+        if values and (reading.config_file is None and names_yaml(following)):
             break  # a list's values end at the YAML file
         if values and _is_override(following):
             break  # (--train_file a.jsonl beta=2 read beta=2 as a second data file)
@@ -505,7 +505,7 @@ def _argument_hint(token: str, options: type) -> str:
     """What a free argument is meant as, for the commands that take none (score's rows file,
     given as train's config file is, was only 'unexpected argument')."""
     names = {f.name for f in dataclasses.fields(options)}
-    if token.lower().endswith((".yaml", ".yml")) and "input" in names:
+    if names_yaml(token) and "input" in names:
         return "; score, rank and generate read no config file: give their options as flags"
     if "input" in names and (token.lower().endswith(DATA_EXTENSIONS) or os.path.exists(token)):
         return f"; the rows to read are --input {token}"

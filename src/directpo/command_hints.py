@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from directpo.cli_commands import COMMANDS
 from directpo.foreign_names import RENAMED
 from directpo.option_hints import SPELLINGS, abbreviated, elsewhere, meant_option
+from directpo.option_loading import names_yaml
 from directpo.options import option_help
 from directpo.trl_compat import ALIASES
 
@@ -35,7 +36,7 @@ FOREIGN_DOES = {
 def command_hint(word: str) -> str:
     """What to write for an unknown command: the command meant (a typo, TRL's ``dpo``), or,
     for a config file given first (``directpo recipe.yaml``), the train line that reads it."""
-    if word.lower().endswith((".yaml", ".yml")):
+    if names_yaml(word):
         return f"a config file follows the command: directpo train {word}"
     meant = FOREIGN_COMMANDS.get(word.lower().replace("-", "_"))
     if meant in FOREIGN_DOES:

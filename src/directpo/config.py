@@ -1072,6 +1072,19 @@ class DPOConfig(Options):
         return {**extras, **(self.generation_kwargs or {})}
 
     @property
+    def sampling(self) -> dict[str, Any]:
+        """generate.sample_completions' keywords of how a run samples (its temperature, top_p,
+        top_k, chat template arguments and generation_extras): eval_generate's held-out
+        samples and an online round's sample alike, one place for both."""
+        return {
+            "temperature": self.generate_temperature,
+            "top_p": self.generate_top_p,
+            "top_k": self.generate_top_k,
+            "chat_template_kwargs": self.chat_template_kwargs,
+            "extras": self.generation_extras,
+        }
+
+    @property
     def needs_reference(self) -> bool:
         """A reference is loaded for reference-based losses, and for the KL of eval_generate."""
         return self.eval_generate > 0 or self.loss_needs_reference

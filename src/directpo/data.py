@@ -69,7 +69,7 @@ from directpo.preference_pairs import (
     prompt_of,
     source_kind,
 )
-from directpo.readers import RowError, kind_of, open_rows
+from directpo.readers import RowError, kind_of, object_row, open_rows
 from directpo.refusals import RefusedRows, hint_once, skip_hint
 from directpo.row_formats import from_openai, openai_message, openai_names
 from directpo.row_kinds import kto_pairs_note
@@ -297,10 +297,7 @@ def iter_rows(source: str | Any, name: str | None = None) -> Iterator[tuple[str,
     rows, _ = open_rows(source, label, lazy=True)
     empty = True
     for where, row in rows:
-        if isinstance(row, RowError):
-            raise DataError(f"{label}: {where}: {row.message}")
-        if not isinstance(row, dict):
-            raise DataError(f"{label}: {where}: expected an object, got {kind_of(row)}")
+        row = object_row(label, where, row)
         empty = False
         yield where, row
     if empty:

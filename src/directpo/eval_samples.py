@@ -67,16 +67,12 @@ def evaluate_generations(
         prompts,
         num_samples=config.eval_generate_samples,
         max_new_tokens=config.generate_max_new_tokens,
-        temperature=config.generate_temperature,
-        top_p=config.generate_top_p,
-        top_k=config.generate_top_k,
         seed=config.seed + step,
         batch_size=config.per_device_eval_batch_size,
         max_prompt_length=config.prompt_limit,
         synced=synced,
         processor=processor,
-        chat_template_kwargs=config.chat_template_kwargs,
-        extras=config.generation_extras,
+        **config.sampling,
     )
     with scoring():
         logps, ref_logps = samples_logprobs(

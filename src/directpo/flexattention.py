@@ -177,6 +177,33 @@ def _flex_attention(on_cuda: bool) -> Any:
     return _compiled_flex_attention()
 
 
+def sdpa_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: Any,
+    dropout: float,
+    scaling: float | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA on plain padded rows (generation, the plain layout): what directpo's
+    attention implementations (varlen's, flex's) run where a batch has no shared or packed rows."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+    )
+
+
+def refuse_unsupported(implementation: str, kwargs: dict[str, Any]) -> None:
+    """A layer's attention arguments that directpo's implementations do not apply (a sliding
+    window, logit softcapping, attention sinks) are refused, not ignored."""
+    for unsupported in ("sliding_window", "softcap", "s_aux"):
+        if kwargs.get(unsupported) is not None:
+            raise ValueError(f"{implementation} does not support {unsupported}")
+
+
 def flex_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -191,14 +218,8 @@ def flex_attention_forward(
     from torch.nn.attention.flex_attention import BlockMask
 
     if not isinstance(attention_mask, BlockMask):  # plain padded rows, generation
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
-    for unsupported in ("sliding_window", "softcap", "s_aux"):
-        if kwargs.get(unsupported) is not None:
-            raise ValueError(f"{IMPLEMENTATION} does not support {unsupported}")
+        return sdpa_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    refuse_unsupported(IMPLEMENTATION, kwargs)
     if dropout:
         raise ValueError(f"{IMPLEMENTATION} does not support attention dropout (disable_dropout)")
     out = _flex_attention(query.is_cuda)(

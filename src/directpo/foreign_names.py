@@ -34,6 +34,7 @@ from directpo.callers import (
 
 # (``x as x``: trl_compat and test_docs import these from here, as before torchtune's components
 # had a module of their own)
+from directpo.readers import DATA_ENDINGS
 from directpo.torchtune_components import GENERIC_COMPONENT as GENERIC_COMPONENT
 from directpo.torchtune_components import component_hint
 from directpo.torchtune_components import is_component as is_component
@@ -179,9 +180,6 @@ def _betas(value: Any) -> str:
     return spell_setting("adam_beta1", "adam_beta2", last=" and ")
 
 
-_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz")
-
-
 def _dataset(value: Any) -> str:
     """OpenRLHF's path or hub id; torchtune's list of dataset components (one component is
     refused as a component before this table is read)."""
@@ -191,7 +189,7 @@ def _dataset(value: Any) -> str:
     if _local_data(value):
         return f"{spell_setting(('train_file', value))} (a file, glob or datasets folder)"
     if isinstance(value, str) and "," not in value and value.strip():
-        local = value.startswith((".", "/", "~")) or value.endswith(_DATA_SUFFIXES)
+        local = value.startswith((".", "/", "~")) or value.lower().endswith(DATA_ENDINGS)
         if "/" in value and not local:
             return (  # (train_file as the caller gives it: it was a recipe's bare key)
                 f"{spell_setting(('dataset_name', value))} (a hub id; a local file is "

@@ -16,14 +16,12 @@ from directpo.data_folders import mixed_splits
 from directpo.errors import ConfigError, collected, refuse_all
 from directpo.model_locations import looks_local
 from directpo.option_values import value_shown
-from directpo.readers import DATA_KINDS
+from directpo.readers import COMPRESSED, DATA_KINDS
 
 ENTRY_KEYS = ("id", "config", "split", "columns", "weight", "data_dir", "data_files", "fraction")
 TRL_NAMES = {"path": "id", "name": "config"}  # TRL's DatasetConfig spellings
 MIXTURE_KEYS = ("datasets", "seed", "test_split_size", "shuffle")
-FILE_SUFFIXES = tuple(
-    f"{ext}{packed}" for ext in DATA_KINDS for packed in ("", ".gz", ".bz2", ".xz")
-)
+FILE_SUFFIXES = tuple(f"{ext}{packed}" for ext in DATA_KINDS for packed in ("", *COMPRESSED))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -225,18 +226,24 @@ _WINDOW_KEYS = (
 
 def attention_window(model: torch.nn.Module) -> int | None:
     """The shortest local-attention window the model's (text) config declares, else None."""
-    config = getattr(unwrap_peft(model), "config", None)
-    if config is None:
-        return None
-    configs = [config, config.get_text_config()] if hasattr(config, "get_text_config") else [config]
     windows = [
         value
-        for cfg in configs
+        for cfg in _configs(model)
         if _has_local_layers(cfg)
         for key in _WINDOW_KEYS
         if type(value := getattr(cfg, key, None)) is int and value > 0
     ]
     return min(windows, default=None)
+
+
+def _configs(model: torch.nn.Module) -> list[Any]:
+    """The model's config and its text config (a vision-language model's language model's; the
+    config itself for a text model, so read twice, which changes no minimum or first), or none
+    for a model without a config."""
+    config = getattr(unwrap_peft(model), "config", None)
+    if config is None:
+        return []
+    return [config, config.get_text_config()] if hasattr(config, "get_text_config") else [config]
 
 
 def _has_local_layers(config: object) -> bool:
@@ -259,11 +266,7 @@ _STATEFUL_LAYERS = ("linear_attention", "conv", "hybrid", "hybrid_sliding")
 
 def stateful_layers(model: torch.nn.Module) -> str | None:
     """The first layer kind of the model's (text) config that carries a recurrent state, or None."""
-    config = getattr(unwrap_peft(model), "config", None)
-    if config is None:
-        return None
-    configs = [config, config.get_text_config()] if hasattr(config, "get_text_config") else [config]
-    kinds = [kind for cfg in configs for kind in getattr(cfg, "layer_types", None) or ()]
+    kinds = [kind for cfg in _configs(model) for kind in getattr(cfg, "layer_types", None) or ()]
     return next((kind for kind in kinds if kind in _STATEFUL_LAYERS), None)
 
 

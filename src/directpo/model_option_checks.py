@@ -16,6 +16,7 @@ from directpo.config import (
 from directpo.loss_checks import check_reference_sync
 from directpo.model_locations import ALL_LINEAR, is_regex, lora_off_reason, regex_problem
 from directpo.options import reject_if_set
+from directpo.trl_table import QUANTIZATION_4BIT_OPTIONS
 
 
 def check_engine(config: DPOConfig) -> None:
@@ -105,16 +106,7 @@ def check_quantization(config: DPOConfig) -> None:
     if config.load_in_4bit and config.load_in_8bit:
         config._refuse("load_in_4bit", "load_in_4bit and load_in_8bit are both set: choose one")
     if not config.load_in_4bit:
-        reject_if_set(
-            config,
-            (
-                "bnb_4bit_quant_type",
-                "bnb_4bit_use_double_quant",
-                "bnb_4bit_compute_dtype",
-                "bnb_4bit_quant_storage",
-            ),
-            "load_in_4bit is off",
-        )
+        reject_if_set(config, QUANTIZATION_4BIT_OPTIONS, "load_in_4bit is off")
     config._one_of("bnb_4bit_quant_type", ("nf4", "fp4"))
     for key in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_storage"):
         value = getattr(config, key)

@@ -209,15 +209,11 @@ class RoundBuilder:
                 [self.prompts[i] for i in indices],
                 num_samples=config.online_samples_per_prompt,
                 max_new_tokens=new_tokens,
-                temperature=config.generate_temperature,
-                top_p=config.generate_top_p,
-                top_k=config.generate_top_k,
                 seed=(config.seed * 1_000_003 + round_index) * 10_007 + chunk_index,
                 batch_size=max(1, len(indices)),
                 max_prompt_length=prompt_tokens,
                 synced=sharded and self.world.size > 1,
-                chat_template_kwargs=config.chat_template_kwargs,
-                extras=config.generation_extras,
+                **config.sampling,
             )
             return samples, self._stats(samples)
 

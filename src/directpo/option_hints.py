@@ -278,21 +278,11 @@ PYTHON_OWNERS = {
 
 
 def command_options() -> dict[str, set[str]]:
-    """Each command's option names (read when a name is refused: config imports this module)."""
-    from directpo.command_options import (
-        DemoOptions,
-        GenerateOptions,
-        PlotOptions,
-        RankOptions,
-        ScoreOptions,
-    )
-    from directpo.config import DPOConfig
+    """Each command's option names (read when a name is refused: config imports this module,
+    and cli_commands imports config), from the one table of commands and their options."""
+    from directpo.cli_commands import COMMANDS
 
-    classes = {
-        "train": DPOConfig, "score": ScoreOptions, "rank": RankOptions,
-        "generate": GenerateOptions, "demo": DemoOptions, "plot": PlotOptions,
-    }  # fmt: skip
-    return {command: {f.name for f in fields(cls)} for command, cls in classes.items()}
+    return {name: {f.name for f in fields(command.options)} for name, command in COMMANDS.items()}
 
 
 def _key(name: str) -> str:

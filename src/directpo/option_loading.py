@@ -36,6 +36,16 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# how a YAML config's name ends, in any case (Recipe.YAML is one); a config file may be JSON too
+YAML_ENDINGS = (".yaml", ".yml")
+CONFIG_ENDINGS = (*YAML_ENDINGS, ".json")
+
+
+def names_yaml(path: str) -> bool:
+    """``path`` is named as a YAML config (the CLI, train()'s first argument and the command
+    hints read one rule: train('Recipe.YAML') was told it named no file, as a model id is)."""
+    return path.lower().endswith(YAML_ENDINGS)
+
 
 def load_options(
     cls: type[T],
@@ -357,7 +367,7 @@ def _meant_file(path: str) -> str:
         present = [
             entry
             for entry in os.listdir(folder or ".")
-            if entry.lower().endswith((".yaml", ".yml", ".json"))
+            if entry.lower().endswith(CONFIG_ENDINGS)
             and os.path.isfile(os.path.join(folder, entry))
         ]
         close = difflib.get_close_matches(name, present, n=1, cutoff=0.8)

@@ -15,6 +15,7 @@ from typing import Any
 
 from directpo.callers import said, spell_option, spell_setting
 from directpo.errors import ConfigError
+from directpo.readers import DATA_ENDINGS
 from directpo.shell_expansion import home_expanded
 
 # the options naming a model folder (or hub id)
@@ -125,8 +126,7 @@ def outside_installed_packages(file: str) -> bool:
 PATTERN_CHARACTERS = "*?["
 # a hub dataset's id (org/name), not a file's name (prefs/train.jsonl), where no file is
 _DATASET_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_DATA_ENDINGS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz",
-                 ".bz2", ".xz", ".txt")  # fmt: skip
+_DATA_ENDINGS = (*DATA_ENDINGS, ".txt")
 
 
 def missing_path(key: str, path: str) -> str:

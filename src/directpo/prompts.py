@@ -29,7 +29,7 @@ from directpo.messages import (
 )
 from directpo.pair_rows import images_of, split_conversations
 from directpo.preference_pairs import Columns, ImagePrompt, counted
-from directpo.readers import RowError, kind_of, open_rows
+from directpo.readers import RowError, object_row, open_rows
 from directpo.refusals import RefusedRows
 from directpo.row_formats import from_openai, is_openai_layout, openai_message
 from directpo.template_args import row_template_args
@@ -67,11 +67,7 @@ def valid_rows(
     rows, _ = open_rows(source, label, lazy=True)
     for where, row in rows:
         try:
-            if isinstance(row, RowError):
-                raise DataError(f"{label}: {where}: {row.message}")
-            if not isinstance(row, dict):
-                raise DataError(f"{label}: {where}: expected an object, got {kind_of(row)}")
-            item = parse(f"{label}: {where}", row)
+            item = parse(f"{label}: {where}", object_row(label, where, row))
         except DataError as err:  # (its text names the row: the problem is what follows)
             refused.add(where, str(err).removeprefix(f"{label}: {where}: "))
             continue

@@ -122,8 +122,21 @@ def _unreadable(exc: Exception, label: str) -> DataError:
     return DataError(f"{label}: cannot read: {getattr(exc, 'strerror', None) or exc}")
 
 
+def object_row(label: str, where: str, row: Any) -> dict[str, Any]:
+    """One of ``open_rows``' rows as the dict it is, or the DataError that names it (``label``:
+    the source, ``where``: the row): unreadable (its RowError) or not an object."""
+    if isinstance(row, RowError):
+        raise DataError(f"{label}: {where}: {row.message}")
+    if not isinstance(row, dict):
+        raise DataError(f"{label}: {where}: expected an object, got {kind_of(row)}")
+    return row
+
+
 # the file types open_rows reads (a text one may be compressed, COMPRESSED)
 DATA_KINDS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".arrow")
+# how the name of a file of rows ends: a kind, or its compression (data.jsonl.gz ends .gz); the
+# one list of the hints that tell a file from a hub id or a config (they had drifted apart)
+DATA_ENDINGS = (*DATA_KINDS, *COMPRESSED)
 
 
 # csv's default field limit (131072 characters) refuses long responses

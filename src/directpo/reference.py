@@ -343,12 +343,7 @@ def reload_reference(
     # adapters that rewrote the base (PiSSA, ...): the start is the base as stored, not theirs off
     if adapters and own_base and not continuing and not any(map(rewrites_base, adapters.values())):
         return AdapterDisabledReference(policy, config.logprob_chunk_tokens, config.ld_alpha)
-    precision = config.precision
-    attention = choose_implementation(
-        config.attn_implementation, device, dtype or precision.compute, True
-    )
-    options = load_options(config, attention)
-    return _frozen_reference(config, device, precision, options, dtype=dtype)
+    return _loaded_again(config, device, dtype)
 
 
 def moved_reference(
@@ -357,9 +352,18 @@ def moved_reference(
     """A TR-DPO run's reference as its final folder holds it (``folder``: its ``reference/``,
     a model folder, or an adapter folder on the policy's base), loaded as the run loaded its
     reference: in the compute dtype (or ``dtype``), on ``device``."""
+    return _loaded_again(config, device, dtype, str(folder))
+
+
+def _loaded_again(
+    config: DPOConfig, device: torch.device, dtype: torch.dtype | None, path: str | None = None
+) -> FrozenModelReference:
+    """A finished run's frozen reference model (``path``, default ``reference_path``) loaded as
+    the run loaded it: its attention, in the compute dtype (or ``dtype``), on ``device``
+    (reload_reference's and moved_reference's, one rule)."""
     precision = config.precision
     attention = choose_implementation(
         config.attn_implementation, device, dtype or precision.compute, True
     )
     options = load_options(config, attention)
-    return _frozen_reference(config, device, precision, options, path=str(folder), dtype=dtype)
+    return _frozen_reference(config, device, precision, options, path=path, dtype=dtype)

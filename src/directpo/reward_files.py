@@ -59,17 +59,7 @@ CHUNK_SEQUENCES = 256
 def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Add ``reward`` to single-response rows, or ``chosen_reward``, ``rejected_reward`` and
     ``margin`` to preference rows; report accuracy and mean margin over the pairs."""
-    options.check_environment()
-    said_off = options.system_column == ""  # (--system_column '': none, on purpose)
-    options = _with_run_defaults(options, echo)
-    base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
-    # every row checked and rendered before loading, every bad one said at once
-    parse = partial(_score_item, options, base_dir)
-    chats: list[tuple[PairTokenizer, Sequences]] = []  # the first conversation's
-    encodable = _encodable(options, _score_sequences, chats)
-    total = check_every_row(options.input, parse, _run_values_missing(options), encodable)
-    _say_unread_system(options, said_off, echo)
-    _say_reply_header(chats, echo)
+    options, base_dir, total = _checked_input(options, _score_item, _score_sequences, echo)
 
     def named(fields: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(options.output_prefix + field for field in fields)
@@ -109,10 +99,7 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
                 out.write(rows)
                 bar.update(len(rows))
         out.commit()
-    if truncated:
-        echo(truncation_note(scorer, truncated))
-    if note := special_summary(specials):
-        echo(note)
+    _say_notes(scorer, truncated, specials, echo)
     summary: dict[str, float] = {"rows": out.written, "pairs": len(margins)}
     if margins:
         summary["accuracy"] = sum(m > 0 for m in margins) / len(margins)
@@ -123,6 +110,43 @@ def score_file(options: ScoreOptions, echo: Callable[[str], None] = print) -> di
         )
     echo(f"wrote {counted(out.written, 'row')} to {options.output}{out.resumed_note()}")
     return summary
+
+
+def _checked_input(
+    options: Options,
+    item: Callable[[Options, str, str, dict[str, Any]], Any],
+    sequences: Callable[[Any], Sequences],
+    echo: Callable[[str], None],
+) -> tuple[Options, str, int]:
+    """score's and rank's first pass, before any model loads: (``options`` with the run's
+    defaults, the input's folder, the input's row count). Every row is parsed (``item``) and
+    its ``sequences`` rendered, every bad one said at once; then the notes of the input (an
+    unread system column) and of the chat template (no generation prompt)."""
+    options.check_environment()
+    said_off = options.system_column == ""  # (--system_column '': none, on purpose)
+    options = _with_run_defaults(options, echo)
+    base_dir = os.path.dirname(os.path.abspath(options.input))  # image paths are relative to it
+    parse = partial(item, options, base_dir)
+    chats: list[tuple[PairTokenizer, Sequences]] = []  # the first conversation's
+    encodable = _encodable(options, sequences, chats)
+    total = check_every_row(options.input, parse, _run_values_missing(options), encodable)
+    _say_unread_system(options, said_off, echo)
+    _say_reply_header(chats, echo)
+    return options, base_dir, total
+
+
+def _say_notes(
+    scorer: ImplicitReward,
+    truncated: Counter[str],
+    specials: Counter[str],
+    echo: Callable[[str], None],
+) -> None:
+    """score's and rank's notes once the file is written: rows cut to fit, rows with special
+    tokens in their text."""
+    if truncated:
+        echo(truncation_note(scorer, truncated))
+    if note := special_summary(specials):
+        echo(note)
 
 
 def _score_items(
@@ -137,17 +161,7 @@ def _score_items(
 @options_entry
 def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
     """Add ``ranked``: the candidates sorted by implicit reward, best first, with their rewards."""
-    options.check_environment()
-    said_off = options.system_column == ""  # (--system_column '': none, on purpose)
-    options = _with_run_defaults(options, echo)
-    base_dir = os.path.dirname(os.path.abspath(options.input))
-    # every row checked and rendered before loading, every bad one said at once
-    parse = partial(_rank_item, options, base_dir)
-    chats: list[tuple[PairTokenizer, Sequences]] = []  # the first conversation's
-    encodable = _encodable(options, _rank_sequences, chats)
-    total = check_every_row(options.input, parse, _run_values_missing(options), encodable)
-    _say_unread_system(options, said_off, echo)
-    _say_reply_header(chats, echo)
+    options, base_dir, total = _checked_input(options, _rank_item, _rank_sequences, echo)
     ranked = options.output_prefix + "ranked"
     with StagedJsonl(options.output, _resume_key(options)) as out:
         scorer = _scorer(options, echo)
@@ -178,10 +192,7 @@ def rank_file(options: RankOptions, echo: Callable[[str], None] = print) -> int:
                 out.write(rows)
                 bar.update(len(rows))
         out.commit()
-    if truncated:
-        echo(truncation_note(scorer, truncated))
-    if note := special_summary(specials):
-        echo(note)
+    _say_notes(scorer, truncated, specials, echo)
     echo(
         f"ranked {counted(candidates, 'candidate')} of {counted(out.written, 'prompt')} into "
         f"{options.output}"

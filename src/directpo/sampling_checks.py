@@ -21,6 +21,7 @@ from directpo.callers import (
 from directpo.config import DPOConfig
 from directpo.options import reject_if_set
 from directpo.preference_pairs import counted
+from directpo.trl_table import SAMPLING_ALIASES
 
 
 def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None]) -> None:
@@ -69,15 +70,9 @@ def check_generation(config: DPOConfig, require: Callable[[bool, str, str], None
 
 # generate() keys that directpo's options set (or whose output it reads): the option to use
 OWN_GENERATION_KEYS = {
-    "max_new_tokens": "generate_max_new_tokens",
+    **SAMPLING_ALIASES,
     "max_length": "generate_max_new_tokens",
-    "temperature": "generate_temperature",
     "do_sample": "generate_temperature (0: greedy)",
-    "top_p": "generate_top_p",
-    "top_k": "generate_top_k",
-    "min_p": "generate_min_p",
-    "repetition_penalty": "generate_repetition_penalty",
-    "cache_implementation": "generate_cache_implementation",
     "num_return_sequences": "eval_generate_samples / online_samples_per_prompt",
     **dict.fromkeys(("eos_token_id", "pad_token_id", "bos_token_id"), "the tokenizer's tokens"),
     **dict.fromkeys(

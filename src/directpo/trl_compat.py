@@ -44,6 +44,7 @@ from directpo.option_hints import setting_meant, unknown_hint
 from directpo.option_values import as_yaml, value_shown
 from directpo.trl_table import (
     ALIASES,
+    BNB_OPTIONS,
     COMPILE_DEFAULTS,
     HINTS,
     NO_EFFECT,
@@ -313,17 +314,6 @@ def _quantization_refusal(name: str, value: Any) -> str:
     unread = [k for k in value if k not in BNB_OPTIONS and not k.startswith("_")]
     left = f" (directpo has no option for {', '.join(unread)})" if unread else ""
     return f"{written}bnb_4bit_* options; remove it there and {spell_setting(*fields)}{left}"
-
-
-# a BitsAndBytesConfig's fields that are directpo options of the same name
-BNB_OPTIONS = (
-    "load_in_4bit",
-    "load_in_8bit",
-    "bnb_4bit_quant_type",
-    "bnb_4bit_use_double_quant",
-    "bnb_4bit_compute_dtype",
-    "bnb_4bit_quant_storage",
-)
 
 
 def _typed(value: Any) -> Any:

@@ -39,6 +39,28 @@ def said(name: str, value: Any = True) -> str:
     return spell_option(name, value, in_recipe=False)
 
 
+# a BitsAndBytesConfig's fields that are directpo options of the same name: the bits, and the
+# 4-bit ones (read with load_in_4bit only); TRL's ModelConfig takes them as its own options
+QUANTIZATION_OPTIONS = ("load_in_4bit", "load_in_8bit")
+QUANTIZATION_4BIT_OPTIONS = (
+    "bnb_4bit_quant_type",
+    "bnb_4bit_use_double_quant",
+    "bnb_4bit_compute_dtype",
+    "bnb_4bit_quant_storage",
+)
+BNB_OPTIONS = (*QUANTIZATION_OPTIONS, *QUANTIZATION_4BIT_OPTIONS)
+
+# GenerationConfig's names of directpo's sampling options, which OnlineDPOConfig takes as they
+# are: TRL's aliases of them, and the generation_kwargs keys refused as set by these options
+SAMPLING_ALIASES = {
+    "max_new_tokens": "generate_max_new_tokens",
+    "temperature": "generate_temperature",
+    "top_p": "generate_top_p",
+    "top_k": "generate_top_k",
+    "min_p": "generate_min_p",
+    "repetition_penalty": "generate_repetition_penalty",
+    "cache_implementation": "generate_cache_implementation",
+}
 ALIASES = {  # TRL's other names for directpo options
     "evaluation_strategy": "eval_strategy",  # transformers < 4.46
     "activation_checkpointing": "gradient_checkpointing",  # transformers >= 5.2x
@@ -48,13 +70,7 @@ ALIASES = {  # TRL's other names for directpo options
     "use_bnb_nested_quant": "bnb_4bit_use_double_quant",  # ModelConfig
     "chat_template_path": "chat_template",  # SFTConfig's spelling (a file)
     # OnlineDPOConfig's sampling and reward model (online: true)
-    "max_new_tokens": "generate_max_new_tokens",
-    "temperature": "generate_temperature",
-    "top_p": "generate_top_p",
-    "top_k": "generate_top_k",
-    "min_p": "generate_min_p",
-    "repetition_penalty": "generate_repetition_penalty",
-    "cache_implementation": "generate_cache_implementation",
+    **SAMPLING_ALIASES,
     "reward_model_path": "reward_model_name_or_path",
 }
 HINTS: dict[str, str | tuple[str, ...]] = {  # TRL arguments that are not config keys, and the
