@@ -231,6 +231,11 @@ def _train(run: Run) -> TrainResult:
             progress.set_postfix(loss=f"{result.loss:.4f}")
             if logs_at(run, done):
                 write(log_step(run, done, result))
+            # after the step's row: the warning names what the row shows (grad_norm 0)
+            if dead := run.zero_gradients.after_step(
+                done, result.grad_norm, result.loss, run.config.learning_rate
+            ):
+                write(dead)
             improved = _evaluate_if_due(run, done, position, write)
             # decided once, the same on every rank, after the evaluation (a signal during it
             # stops this step): one landing after this all-reduce waits for the next step
