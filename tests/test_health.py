@@ -158,3 +158,19 @@ def test_a_loss_of_ln2_after_step_1_is_a_healthy_warmups_and_not_said(
     assert rows[2]["loss"] == rows[1]["loss"] == pytest.approx(math.log(2), abs=1e-7)
     assert rows[2]["rewards/margins"] == 0.0 and rows[4]["rewards/margins"] > 0
     assert not [line for line in lines if line.startswith("warning:")]
+
+
+def test_adapters_are_held_to_the_adapter_bar_a_continued_folders_too(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """LoRA's 5e-2 (test_lora's) is no typo; the same rate in a full fine-tune is said. An
+    adapter folder as the model trains adapters as lora_r does (it was held to 1e-2)."""
+    lines: list[str] = []
+    first = tmp_path / "first"
+    llama = tiny_model_dirs["llama"]
+    train(tiny_config(llama, pairs_file, first, lora_r=4, learning_rate=5e-2), echo=lines.append)
+    train(tiny_config(first, pairs_file, tmp_path / "on", learning_rate=5e-2), echo=lines.append)
+    assert not _said(lines, "far above any DPO recipe's")
+    train(tiny_config(llama, pairs_file, tmp_path / "full", learning_rate=5e-2), echo=lines.append)
+    (note,) = _said(lines, "far above any DPO recipe's")
+    assert "learning_rate=0.05 is far above" in note and "(full fine-tuning: " in note

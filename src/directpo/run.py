@@ -30,7 +30,7 @@ from directpo.early_rows import with_rows
 from directpo.errors import ConfigError
 from directpo.free_space import check_free_space, disk_size
 from directpo.guard import UpdateProbe
-from directpo.health import ZeroGradients
+from directpo.health import ZeroGradients, learning_rate_note
 from directpo.models import resolve_router_aux
 from directpo.node_tokenizing import node_turn
 from directpo.offload import OffloadActivations, activation_offload
@@ -239,6 +239,10 @@ def _echo_start_notes(
         and model_drops_out(models.policy, getattr(reference, "adapter", None))
     )
     eval_float32 = models.eval_float32
+    # first, the one that matters most; a continued adapter folder trains adapters too
+    adapters = lora or hasattr(models.policy, "peft_config")
+    if note := learning_rate_note(config.learning_rate, adapters):
+        echo(note)
     for note in start_notes(config, total_steps, lora, eval_float32, schedule, live, drops_out):
         echo(note)
 

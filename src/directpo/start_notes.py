@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from directpo.callers import spell_change, spell_option
-from directpo.health import learning_rate_note
 from directpo.preference_pairs import counted
 
 
@@ -30,8 +29,6 @@ def start_notes(
     or its ``ref`` adapter), computed as it trains; ``drops_out``: the policy has dropout
     that acts in training mode (``model_drops_out``)."""
     notes = []
-    if note := learning_rate_note(config.learning_rate, lora):  # (first: the one that matters)
-        notes.append(note)
     if note := _short_step_note(config, schedule, total_steps):
         notes.append(note)
     if policy_reference and drops_out and not config.disable_dropout:
