@@ -5,10 +5,17 @@ import math
 import pytest
 from tiny import tiny_config
 
+import directpo.step as step_module
 import directpo.trainer as trainer_module
 from directpo.callers import Caller, Entry, Spelling, called_by
 from directpo.cli import main
-from directpo.health import ZERO_GRADIENT_STEPS, ZeroGradients, compact, learning_rate_note
+from directpo.health import (
+    ZERO_GRADIENT_STEPS,
+    ZeroGradients,
+    compact,
+    learning_rate_note,
+    nonfinite_end_note,
+)
 from directpo.trainer import train
 
 
@@ -174,3 +181,53 @@ def test_adapters_are_held_to_the_adapter_bar_a_continued_folders_too(
     train(tiny_config(llama, pairs_file, tmp_path / "full", learning_rate=5e-2), echo=lines.append)
     (note,) = _said(lines, "far above any DPO recipe's")
     assert "learning_rate=0.05 is far above" in note and "(full fine-tuning: " in note
+
+
+def _nan_at(monkeypatch, calls: set[int]) -> None:
+    """The loss NaN at the given loss calls (1-based; one micro-batch a step: the steps)."""
+    real, count = step_module.preference_loss, {"n": 0}
+
+    def loss(*args, **kwargs):
+        count["n"] += 1
+        total, parts = real(*args, **kwargs)
+        return (total * float("nan") if count["n"] in calls else total), parts
+
+    monkeypatch.setattr(step_module, "preference_loss", loss)
+
+
+def test_a_run_that_ends_in_non_finite_steps_says_which_weights_it_saved(
+    tiny_model_dirs, pairs_file, tmp_path, monkeypatch
+) -> None:
+    """Steps 3-4 of 4 NaN (under max_nonfinite_steps 10): the model saved is step 2's, which
+    failed on them; said once, before 'model saved to'. A NaN step the run recovered from
+    (step 2 of 4) is its rows' nonfinite_steps alone."""
+    _nan_at(monkeypatch, {3, 4})
+    lines: list[str] = []
+    config = tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "end", max_steps=4)
+    train(config, echo=lines.append)
+    (warning,) = _said(lines, "loss or gradient not finite")
+    assert warning.startswith("warning: the run's last 2 steps (3-4) were skipped, their loss")
+    assert "the model saved holds step 2's weights" in warning
+    assert "learning_rate=0.005" in warning
+    assert lines.index(warning) + 1 == next(
+        i for i, line in enumerate(lines) if line.startswith("model saved to")
+    )
+    monkeypatch.undo()
+    _nan_at(monkeypatch, {2})
+    lines.clear()
+    result = train(
+        tiny_config(tiny_model_dirs["gpt2"], pairs_file, tmp_path / "mid", max_steps=4),
+        echo=lines.append,
+    )
+    assert [row.get("nonfinite_steps") for row in result.metrics] == [None, 1, None, None]
+    assert not _said(lines, "not finite")
+
+
+def test_the_end_note_names_one_step_and_a_run_that_never_updated() -> None:
+    with called_by(Caller(Spelling.FLAGS, Entry.TRAIN)):
+        one = nonfinite_end_note(1, 6, 1e-6)
+        every = nonfinite_end_note(3, 3, 1e4)
+    assert one.startswith("warning: the run's last step (6) was skipped, its loss or gradient")
+    assert "holds step 5's weights" in one and "--learning_rate 1e-6" in one
+    assert "holds the starting weights" in every
+    assert nonfinite_end_note(0, 6, 1e-6) == ""

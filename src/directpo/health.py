@@ -20,7 +20,9 @@ said otherwise: a policy whose weights do not move stops the run at guard.py's u
 (the weights measured before and after a step), and a collapsed one (uniform logits) has a
 zero gradient, said here; its loss is ln 2 only where each pair's completions have one length.
 
-NaN / Inf steps are skipped and counted (trainer.py, ``max_nonfinite_steps``), unchanged.
+NaN / Inf steps are skipped and counted (trainer.py, ``max_nonfinite_steps``), unchanged; a
+run that ends inside such a streak, shorter than the limit, is said at its end
+(``nonfinite_end_note``): it saved the weights that failed on every one of those steps.
 """
 
 from __future__ import annotations
@@ -113,3 +115,22 @@ class ZeroGradients:
             f"run (Ctrl-C saves a checkpoint) and start again from the model: "
             f"{spell_change('lower', 'learning_rate')}"
         )
+
+
+def nonfinite_end_note(in_a_row: int, done: int, learning_rate: float) -> str:
+    """The warning of a run whose last ``in_a_row`` steps (of ``done``) were skipped as
+    non-finite: its saved model is the one that failed on them ('' where none was). A run of 6
+    steps that went NaN after step 1 saved that model, said only by its rows' loss=nan."""
+    if not in_a_row:
+        return ""
+    steps = (
+        f"step ({done}) was skipped, its"
+        if in_a_row == 1
+        else f"{in_a_row} steps ({done - in_a_row + 1}-{done}) were skipped, their"
+    )
+    kept = f"step {done - in_a_row}'s weights" if done > in_a_row else "the starting weights"
+    return (
+        f"warning: the run's last {steps} loss or gradient not finite (NaN/Inf): the model "
+        f"saved holds {kept}, on which those steps failed; check learning_rate (this run's: "
+        f"{said('learning_rate', Blank(compact(learning_rate)))}) and those steps' pairs"
+    )

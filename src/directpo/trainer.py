@@ -51,6 +51,7 @@ from directpo.failures import (
 from directpo.finish import TrainResult, finish, train_result
 from directpo.folders import missing_folders, remove_empty
 from directpo.guard import check_update
+from directpo.health import nonfinite_end_note
 from directpo.loop_steps import (
     StepResult,
     checkpoint_step,
@@ -257,6 +258,10 @@ def _train(run: Run) -> TrainResult:
                 progress.close()  # the last line is the stop's, not the bar
                 return _stopped(run, done, stopping, checkpoint)
         progress.close()
+        # (a run that ended inside a NaN streak shorter than max_nonfinite_steps saves the
+        # weights that failed on it: said before its 'model saved to' line)
+        if broken := nonfinite_end_note(run.nonfinite_in_a_row, done, run.config.learning_rate):
+            write(broken)
         stop.doing = "writing the final model first"  # a signal now must not cost the run
         return finish(run, done if run.best.patience_spent() else None)
 
