@@ -40,6 +40,7 @@ def test_a_learning_rate_is_said_as_typed(value, text) -> None:
         (0.02, False, None),  # above the bar, but no typo's flip is a DPO rate
         (100.0, False, None),  # its flip, 1e-2, is no DPO rate either
         (0.5, True, None),
+        (math.inf, False, None),  # (if a caller's inf gets here: no exponent to flip)
     ],
 )
 def test_a_learning_rate_no_recipe_uses_is_said_with_the_likely_intent(

@@ -1,6 +1,6 @@
 """A run that has clearly gone wrong, said in one line instead of trained on to its end.
 
-Two warnings, each said once, by the main process, in the run's output as the other notes:
+Three warnings, each said once, by the main process, in the run's output as the other notes:
 
 * at start, a ``learning_rate`` far above what any DPO recipe uses (``learning_rate_note``);
   the run goes on with it (a user may mean it), but ``--learning_rate 1e4`` typed for 1e-4
@@ -73,12 +73,14 @@ def learning_rate_note(learning_rate: float, adapters: bool) -> str | None:
     kind, usual = ("adapters", ADAPTER_RANGE) if adapters else ("full fine-tuning", FULL_RANGE)
     line = (
         f"warning: {given} is far above any DPO recipe's ({kind}: {usual}; said above "
-        f"{compact(limit)}): a policy trained at it collapses within a few steps"
+        f"{compact(limit)}): a policy trained at it typically collapses within a few steps (NaN, "
+        "or logits/* 0 and grad_norm 0)"
     )
-    mantissa, exponent = f"{learning_rate:e}".split("e")
-    flipped = float(f"{mantissa}e{-int(exponent)}")
-    if int(exponent) > 0 and PLAUSIBLE[0] <= flipped <= PLAUSIBLE[1]:
-        line += f"; did you mean {said('learning_rate', Blank(compact(flipped)))}?"
+    if math.isfinite(learning_rate):  # (an infinite one has no exponent to flip)
+        mantissa, exponent = f"{learning_rate:e}".split("e")
+        flipped = float(f"{mantissa}e{-int(exponent)}")
+        if int(exponent) > 0 and PLAUSIBLE[0] <= flipped <= PLAUSIBLE[1]:
+            line += f"; did you mean {said('learning_rate', Blank(compact(flipped)))}?"
     return f"{line} (the run goes on with {compact(learning_rate)})"
 
 
@@ -92,10 +94,9 @@ class ZeroGradients:
     said: bool = False
 
     def after_step(self, step: int, grad_norm: float, loss: float, learning_rate: float) -> str:
-        # (learning_rate: the run's option, its peak, as the user set it)
-        """The warning's line at the step that makes the count (else ''). A step without a
-        finite loss (skipped as non-finite, an online round without pairs) says nothing
-        either way: it neither counts nor breaks the count."""
+        """The warning's line at the step that makes the count (else ''); ``learning_rate``:
+        the run's option (its peak, as the user set it). A step without a finite loss (skipped
+        as non-finite, an online round without pairs) neither counts nor breaks the count."""
         if self.said or not math.isfinite(loss) or math.isnan(grad_norm):
             return ""
         if grad_norm != 0.0 or abs(loss) <= AT_MINIMUM:
