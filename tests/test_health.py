@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from tiny import tiny_config
 
 import directpo.step as step_module
@@ -185,13 +186,15 @@ def test_adapters_are_held_to_the_adapter_bar_a_continued_folders_too(
 
 
 def _nan_at(monkeypatch, calls: set[int]) -> None:
-    """The loss NaN at the given loss calls (1-based; one micro-batch a step: the steps)."""
+    """The loss NaN at the given training calls (1-based; one micro-batch a step: the steps;
+    an evaluation's, without gradients, not counted)."""
     real, count = step_module.preference_loss, {"n": 0}
 
     def loss(*args, **kwargs):
-        count["n"] += 1
+        count["n"] += torch.is_grad_enabled()
         total, parts = real(*args, **kwargs)
-        return (total * float("nan") if count["n"] in calls else total), parts
+        poisoned = torch.is_grad_enabled() and count["n"] in calls
+        return (total * float("nan") if poisoned else total), parts
 
     monkeypatch.setattr(step_module, "preference_loss", loss)
 
@@ -222,6 +225,17 @@ def test_a_run_that_ends_in_non_finite_steps_says_which_weights_it_saved(
     )
     assert [row.get("nonfinite_steps") for row in result.metrics] == [None, 1, None, None]
     assert not _said(lines, "not finite")
+    # load_best_model_at_end saves the best evaluation's model (said by its own line)
+    monkeypatch.undo()
+    _nan_at(monkeypatch, {3})
+    lines.clear()
+    best = tiny_config(
+        tiny_model_dirs["gpt2"], pairs_file, tmp_path / "best", max_steps=3, eval_steps=1,
+        save_steps=1, eval_file=str(pairs_file), load_best_model_at_end=True,
+    )  # fmt: skip
+    rows = [row for row in train(best, echo=lines.append).metrics if "loss" in row]
+    assert [row.get("nonfinite_steps") for row in rows] == [None, None, 1]
+    assert _said(lines, "loaded the best model: step ") and not _said(lines, "not finite")
 
 
 def test_the_end_note_names_one_step_and_a_run_that_never_updated() -> None:

@@ -259,8 +259,11 @@ def _train(run: Run) -> TrainResult:
                 return _stopped(run, done, stopping, checkpoint)
         progress.close()
         # (a run that ended inside a NaN streak shorter than max_nonfinite_steps saves the
-        # weights that failed on it: said before its 'model saved to' line)
-        if broken := nonfinite_end_note(run.nonfinite_in_a_row, done, run.config.learning_rate):
+        # weights that failed on it: said before its 'model saved to' line; a best model
+        # loaded instead is said by its own line, finish.py)
+        best_loaded = run.config.load_best_model_at_end and run.best.checkpoint
+        broken = nonfinite_end_note(run.nonfinite_in_a_row, done, run.config.learning_rate)
+        if broken and not best_loaded:
             write(broken)
         stop.doing = "writing the final model first"  # a signal now must not cost the run
         return finish(run, done if run.best.patience_spent() else None)
