@@ -593,7 +593,11 @@ class DPOConfig(Options):
     )
 
     # --- optimisation -------------------------------------------------------------------------
-    learning_rate: float = option(1e-6, "Peak learning rate.")
+    learning_rate: float = option(
+        1e-6,
+        "Peak learning rate (DPO recipes: 5e-7 to 5e-6 full, 5e-6 to 5e-4 with LoRA); one above "
+        "1e-2 (0.1 with adapters) is said at start, with the typo it may be (1e4: 1e-4?).",
+    )
     optim: str | None = option(
         None,
         "TRL's spelling of optimizer: adamw_torch, adamw_torch_fused, adamw_hf, "

@@ -30,6 +30,7 @@ from directpo.early_rows import with_rows
 from directpo.errors import ConfigError
 from directpo.free_space import check_free_space, disk_size
 from directpo.guard import UpdateProbe
+from directpo.health import ZeroGradients, learning_rate_note
 from directpo.models import resolve_router_aux
 from directpo.node_tokenizing import node_turn
 from directpo.offload import OffloadActivations, activation_offload
@@ -99,6 +100,7 @@ class Run:
     window_start: float = field(default_factory=time.perf_counter)
     train_start: float = field(default_factory=time.perf_counter)  # the loop's first step
     nonfinite_in_a_row: int = 0
+    zero_gradients: ZeroGradients = field(default_factory=ZeroGradients)  # (health.py)
     update_checked: bool = False  # the first real update was checked (guard.py)
     best: BestModel = field(default_factory=BestModel)  # load_best / early stopping (best.py)
     start_sample: torch.Tensor | None = None  # sampled weights at start, when saving rounds them
@@ -237,6 +239,10 @@ def _echo_start_notes(
         and model_drops_out(models.policy, getattr(reference, "adapter", None))
     )
     eval_float32 = models.eval_float32
+    # first, the one that matters most; a continued adapter folder trains adapters too
+    adapters = lora or hasattr(models.policy, "peft_config")
+    if note := learning_rate_note(config.learning_rate, adapters):
+        echo(note)
     for note in start_notes(config, total_steps, lora, eval_float32, schedule, live, drops_out):
         echo(note)
 

@@ -51,6 +51,7 @@ from directpo.failures import (
 from directpo.finish import TrainResult, finish, train_result
 from directpo.folders import missing_folders, remove_empty
 from directpo.guard import check_update
+from directpo.health import nonfinite_end_note
 from directpo.loop_steps import (
     StepResult,
     checkpoint_step,
@@ -231,6 +232,11 @@ def _train(run: Run) -> TrainResult:
             progress.set_postfix(loss=f"{result.loss:.4f}")
             if logs_at(run, done):
                 write(log_step(run, done, result))
+            # after the step's row: the warning names what the row shows (grad_norm 0)
+            if dead := run.zero_gradients.after_step(
+                done, result.grad_norm, result.loss, run.config.learning_rate
+            ):
+                write(dead)
             improved = _evaluate_if_due(run, done, position, write)
             # decided once, the same on every rank, after the evaluation (a signal during it
             # stops this step): one landing after this all-reduce waits for the next step
@@ -252,6 +258,13 @@ def _train(run: Run) -> TrainResult:
                 progress.close()  # the last line is the stop's, not the bar
                 return _stopped(run, done, stopping, checkpoint)
         progress.close()
+        # (a run that ended inside a NaN streak shorter than max_nonfinite_steps saves the
+        # weights that failed on it: said before its 'model saved to' line; a best model
+        # loaded instead is said by its own line, finish.py)
+        best_loaded = run.config.load_best_model_at_end and run.best.checkpoint
+        broken = nonfinite_end_note(run.nonfinite_in_a_row, done, run.config.learning_rate)
+        if broken and not best_loaded:
+            write(broken)
         stop.doing = "writing the final model first"  # a signal now must not cost the run
         return finish(run, done if run.best.patience_spent() else None)
 
