@@ -250,3 +250,26 @@ def test_a_folders_csv_cells_are_read_as_written_not_as_numbers(tmp_path, monkey
     assert train["rejected"] == ["no", "nah", "no", "nah", "x", "y", "[1, 2]"]
     (tmp_path / "data" / "a.csv").unlink()  # (one file alone: '007' was 7.0, '' None)
     assert _train(tmp_path)["chosen"] == ["007", "1e5", "NaN", "true", ""]
+
+
+def test_a_folders_csv_cell_of_messages_is_a_conversation_as_a_csv_train_files_is(
+    tmp_path, monkeypatch
+):
+    """A CSV train_file's cell holding a list of messages (JSON, or pandas' Python repr) is
+    that conversation; a dataset_name folder of the same file trained the list's text as a
+    plain prompt and replies ('[{"role": "user", ...'), without a word. Now both read it as
+    the conversation, and a plain cell beside it stays its text."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    turn = json.dumps([USER])
+    text = f'prompt,chosen,rejected\n"{turn.replace(chr(34), 2 * chr(34))}",'
+    reply = "\"[{'role': 'assistant', 'content': '%s'}]\""  # (pandas' repr of a list)
+    text += f"{reply % 'a'},{reply % 'b'}\n"
+    text += "[x],plain,[{]\n"
+    (tmp_path / "data" / "a.csv").write_text(text)
+    alone = load_preferences(str(tmp_path / "data" / "a.csv"), skip_invalid_rows=True)
+    folder = load_preferences(_train(tmp_path), skip_invalid_rows=True)
+    assert folder.examples[0].prompt == alone.examples[0].prompt == [USER]
+    assert folder.examples[0].chosen == [{"role": "assistant", "content": "a"}]
+    assert folder.examples[0].rejected == alone.examples[0].rejected
+    assert [e.chosen for e in folder.examples[1:]] == [e.chosen for e in alone.examples[1:]]

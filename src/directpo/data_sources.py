@@ -268,8 +268,8 @@ def _csv_as_text(files: Mapping[str, Any], options: Mapping[str, Any]) -> dict[s
     as a number) as 7, '1e5' as 100000.0, 'NaN' and an empty cell as None, and a folder whose
     one file's chosen column is all numbers beside another's words failed naming no file
     ("Failed to parse string: 'true' as a scalar of type int64"). Every column is text (a
-    cell of messages stays its text, as datasets read it before); nothing for other files, or
-    files of different columns (said by the load)."""
+    cell of messages is read as that list where the rows are read: readers._dataset_rows);
+    nothing for other files, or files of different columns (said by the load)."""
     paths = [str(path) for split in files.values() for path in split]
     if not paths or "features" in options or not all(p.lower().endswith(".csv") for p in paths):
         return {}
