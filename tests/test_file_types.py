@@ -273,3 +273,25 @@ def test_a_folders_csv_cell_of_messages_is_a_conversation_as_a_csv_train_files_i
     assert folder.examples[0].chosen == [{"role": "assistant", "content": "a"}]
     assert folder.examples[0].rejected == alone.examples[0].rejected
     assert [e.chosen for e in folder.examples[1:]] == [e.chosen for e in alone.examples[1:]]
+
+
+def test_a_folders_tsv_and_compressed_csv_cells_are_read_as_written(tmp_path, monkeypatch):
+    """A folder of .tsv files (or .csv.gz) is read by the same pandas reader as .csv: its
+    '007' was refused as 'a number' (the file alone trains it as written) and its empty cell
+    said 'is null'; now read as the file alone reads it."""
+    import gzip
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.tsv").write_text("prompt\tchosen\trejected\nHi\t007\tno\nHo\t1e5\t\n")
+    assert _train(tmp_path)["chosen"] == ["007", "1e5"]
+    for source in (str(tmp_path / "data" / "a.tsv"), _train(tmp_path)):  # alone, the folder
+        said = load_preferences(source, skip_invalid_rows=True)
+        assert [e.chosen for e in said.examples] == ["007"]
+        with pytest.raises(DataError, match="a.tsv: line 3: field 'rejected' is empty;"):
+            load_preferences(source)
+    (tmp_path / "data" / "a.tsv").unlink()
+    (tmp_path / "data" / "a.csv.gz").write_bytes(
+        gzip.compress(b"prompt,chosen,rejected\nHi,007,no\n")
+    )
+    assert _train(tmp_path)["chosen"] == ["007"]

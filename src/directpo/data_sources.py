@@ -262,8 +262,8 @@ def dataset_splits(
 
 
 def _csv_as_text(files: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
-    """load_dataset's options that read a folder's CSV files as directpo's own reader reads a
-    CSV train_file: every cell as written. datasets' csv reader (pandas) reads a cell that
+    """load_dataset's options that read a folder's CSV (or TSV) files as directpo's own reader
+    reads a CSV train_file: every cell as written. datasets' csv reader (pandas) reads a cell that
     looks like a number, a boolean or a missing value as one: '007' trained (or was refused
     as a number) as 7, '1e5' as 100000.0, 'NaN' and an empty cell as None, and a folder whose
     one file's chosen column is all numbers beside another's words failed naming no file
@@ -271,19 +271,31 @@ def _csv_as_text(files: Mapping[str, Any], options: Mapping[str, Any]) -> dict[s
     cell of messages is read as that list where the rows are read: readers._dataset_rows);
     nothing for other files, or files of different columns (said by the load)."""
     paths = [str(path) for split in files.values() for path in split]
-    if not paths or "features" in options or not all(p.lower().endswith(".csv") for p in paths):
+    # (.tsv too: datasets reads it with the same pandas reader, tabs apart; '007' was refused
+    # as 'a number' and an empty cell said 'is null'; a .csv.gz's rows as its .csv's)
+    kinds = {_table_kind(path) for path in paths}
+    if not paths or "features" in options or len(kinds) != 1 or None in kinds:
         return {}
     import datasets
     import pandas
 
+    separator = "\t" if kinds == {".tsv"} else ","
     try:
-        headers = {tuple(pandas.read_csv(path, nrows=0).columns) for path in paths}
+        headers = {tuple(pandas.read_csv(p, nrows=0, sep=separator).columns) for p in paths}
     except Exception:  # (a file pandas cannot read: said by the load, as before)
         return {}
     if len(headers) != 1:
         return {}
     text = datasets.Features({name: datasets.Value("string") for name in headers.pop()})
     return {"features": text, "keep_default_na": False, "na_filter": False}
+
+
+def _table_kind(path: str) -> str | None:
+    """The ending ".csv" or ".tsv" of such a file (compressed too: data.tsv.gz), else None."""
+    stem, ending = os.path.splitext(path.lower())
+    if ending in COMPRESSED:
+        ending = os.path.splitext(stem)[1]
+    return ending if ending in (".csv", ".tsv") else None
 
 
 def _split_files(name: str, dataset_config: str | None, options: Any) -> Any:
