@@ -295,3 +295,19 @@ def test_a_folders_tsv_and_compressed_csv_cells_are_read_as_written(tmp_path, mo
         gzip.compress(b"prompt,chosen,rejected\nHi,007,no\n")
     )
     assert _train(tmp_path)["chosen"] == ["007"]
+
+
+def test_a_streamed_folders_csv_cells_are_read_as_written(tmp_path, monkeypatch):
+    """dataset_streaming: true over a local folder of CSV files skipped the text reading
+    (the folder's files were looked up only when not streamed): '007' and '1e5' were refused
+    as 'must be a string, got a number', read as written without streaming. Now alike."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("prompt,chosen,rejected\nHi,007,no\nHo,1e5,x\n")
+    config = SimpleNamespace(
+        dataset_name="data", dataset_config=None, dataset_streaming=True,
+        dataset_train_split="train", dataset_test_split="test",
+    )  # fmt: skip
+    streamed = load_named_dataset(config, "dataset_train_split", required="training")
+    assert [row["chosen"] for row in streamed] == ["007", "1e5"]
+    assert [e.chosen for e in load_preferences(streamed).examples] == ["007", "1e5"]

@@ -232,18 +232,21 @@ def dataset_splits(
         else:
             options = {key: value for key, value in options.items() if value is not None}
             offline = cache_only_where_unreachable(name)
-            local = not options.get("streaming") and (
-                os.path.isdir(name) or "data_files" in options
-            )
-            files = _split_files(name, dataset_config, options) if local else None
+            streamed = bool(options.get("streaming"))
+            local = os.path.isdir(name) or "data_files" in options
+            built = {key: value for key, value in options.items() if key != "streaming"}
+            files = _split_files(name, dataset_config, built) if local else None
             alone = ALONE if config_key == "dataset_config" else ALONE_IN_A_MIXTURE
-            if files is not None:  # (each file's own types: what one table of them changes)
-                for split_files in files.values():
+            if files is not None and not streamed:  # (each file's own types: what one table
+                for split_files in files.values():  # of them changes; read whole, not streamed)
                     refuse_changed_values([str(path) for path in split_files], label, alone)
+            if files is not None:  # (streamed too: a folder's CSV headers alone are read; its
+                # '007' trained as 7.0, refused as 'a number', where dataset_streaming: false
+                # and the file alone read it as written)
                 options = {**_csv_as_text(files, options), **options}
             with _failed_files(failed):
                 loaded = datasets.load_dataset(name, dataset_config, **options)
-            if files is not None:
+            if files is not None and not streamed:
                 remember_split_files(loaded, files)
     except DataError:
         raise
