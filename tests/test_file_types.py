@@ -311,3 +311,28 @@ def test_a_streamed_folders_csv_cells_are_read_as_written(tmp_path, monkeypatch)
     streamed = load_named_dataset(config, "dataset_train_split", required="training")
     assert [row["chosen"] for row in streamed] == ["007", "1e5"]
     assert [e.chosen for e in load_preferences(streamed).examples] == ["007", "1e5"]
+
+
+def test_a_folders_csv_splits_of_different_columns_are_each_read_as_written(tmp_path, monkeypatch):
+    """train.csv with UltraFeedback's score columns beside a test.csv without them: one table's
+    features cannot hold both, so the folder fell back to pandas' types for every split ('007'
+    refused as 'must be a string, got a number', the test split given a score_chosen of
+    None). Each split is read as text on its own; a bad row still said at its file's line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text(
+        "prompt,chosen,rejected,score_chosen\nHi,007,no,8\nHo,1e5,,7\n"
+    )
+    (tmp_path / "data" / "test.csv").write_text("prompt,chosen,rejected\nYo,NaN,x\n")
+    for streamed in (False, True):
+        config = SimpleNamespace(
+            dataset_name="data", dataset_config=None, dataset_streaming=streamed,
+            dataset_train_split="train", dataset_test_split="test",
+        )  # fmt: skip
+        train = load_named_dataset(config, "dataset_train_split", required="training")
+        test = load_named_dataset(config, "dataset_test_split", required=None)
+        assert [row["chosen"] for row in train] == ["007", "1e5"]
+        assert list(test) == [{"prompt": "Yo", "chosen": "NaN", "rejected": "x"}]
+        if not streamed:
+            with pytest.raises(DataError, match="data/train.csv: line 3: field 'rejected' is"):
+                load_preferences(train)
