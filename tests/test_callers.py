@@ -1467,6 +1467,14 @@ def test_a_resume_given_as_a_flag_beside_a_recipe_is_refused_in_the_flags_words(
             "loss_type must be without repeats (got sigmoid sigmoid)",
         ),  # fmt: skip
         (["--loss_type", "sigmoid,sigmoid"], "without repeats (got sigmoid,sigmoid)"),
+        # (the fix of an unknown word that another word already is: said once, not the
+        # 'did you mean sigmoid sigmoid?' that the next run refused as a repeat)
+        (["--loss_type", "sigmod", "sigmoid"], "(got sigmod sigmoid); did you mean sigmoid?"),
+        (
+            "loss_type: [sigmod, sft, sigmoid]",
+            "(got [sigmod, sft, sigmoid]); did you mean [sigmoid, sft]?",
+        ),  # fmt: skip
+        (["--report_to=wandbb,wandb"], "(got wandbb,wandb); did you mean wandb?"),
         ("loss_type: [sigmoid, sigmoid]", "without repeats (got [sigmoid, sigmoid])"),
         ({"loss_type": ["sigmoid", "sigmoid"]}, "without repeats (got ['sigmoid', 'sigmoid'])"),
         ({"loss_type": ("sigmoid", "sigmoid")}, "without repeats (got ('sigmoid', 'sigmoid'))"),

@@ -250,3 +250,89 @@ def test_a_folders_csv_cells_are_read_as_written_not_as_numbers(tmp_path, monkey
     assert train["rejected"] == ["no", "nah", "no", "nah", "x", "y", "[1, 2]"]
     (tmp_path / "data" / "a.csv").unlink()  # (one file alone: '007' was 7.0, '' None)
     assert _train(tmp_path)["chosen"] == ["007", "1e5", "NaN", "true", ""]
+
+
+def test_a_folders_csv_cell_of_messages_is_a_conversation_as_a_csv_train_files_is(
+    tmp_path, monkeypatch
+):
+    """A CSV train_file's cell holding a list of messages (JSON, or pandas' Python repr) is
+    that conversation; a dataset_name folder of the same file trained the list's text as a
+    plain prompt and replies ('[{"role": "user", ...'), without a word. Now both read it as
+    the conversation, and a plain cell beside it stays its text."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    turn = json.dumps([USER])
+    text = f'prompt,chosen,rejected\n"{turn.replace(chr(34), 2 * chr(34))}",'
+    reply = "\"[{'role': 'assistant', 'content': '%s'}]\""  # (pandas' repr of a list)
+    text += f"{reply % 'a'},{reply % 'b'}\n"
+    text += "[x],plain,[{]\n"
+    (tmp_path / "data" / "a.csv").write_text(text)
+    alone = load_preferences(str(tmp_path / "data" / "a.csv"), skip_invalid_rows=True)
+    folder = load_preferences(_train(tmp_path), skip_invalid_rows=True)
+    assert folder.examples[0].prompt == alone.examples[0].prompt == [USER]
+    assert folder.examples[0].chosen == [{"role": "assistant", "content": "a"}]
+    assert folder.examples[0].rejected == alone.examples[0].rejected
+    assert [e.chosen for e in folder.examples[1:]] == [e.chosen for e in alone.examples[1:]]
+
+
+def test_a_folders_tsv_and_compressed_csv_cells_are_read_as_written(tmp_path, monkeypatch):
+    """A folder of .tsv files (or .csv.gz) is read by the same pandas reader as .csv: its
+    '007' was refused as 'a number' (the file alone trains it as written) and its empty cell
+    said 'is null'; now read as the file alone reads it."""
+    import gzip
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.tsv").write_text("prompt\tchosen\trejected\nHi\t007\tno\nHo\t1e5\t\n")
+    assert _train(tmp_path)["chosen"] == ["007", "1e5"]
+    for source in (str(tmp_path / "data" / "a.tsv"), _train(tmp_path)):  # alone, the folder
+        said = load_preferences(source, skip_invalid_rows=True)
+        assert [e.chosen for e in said.examples] == ["007"]
+        with pytest.raises(DataError, match="a.tsv: line 3: field 'rejected' is empty;"):
+            load_preferences(source)
+    (tmp_path / "data" / "a.tsv").unlink()
+    (tmp_path / "data" / "a.csv.gz").write_bytes(
+        gzip.compress(b"prompt,chosen,rejected\nHi,007,no\n")
+    )
+    assert _train(tmp_path)["chosen"] == ["007"]
+
+
+def test_a_streamed_folders_csv_cells_are_read_as_written(tmp_path, monkeypatch):
+    """dataset_streaming: true over a local folder of CSV files skipped the text reading
+    (the folder's files were looked up only when not streamed): '007' and '1e5' were refused
+    as 'must be a string, got a number', read as written without streaming. Now alike."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("prompt,chosen,rejected\nHi,007,no\nHo,1e5,x\n")
+    config = SimpleNamespace(
+        dataset_name="data", dataset_config=None, dataset_streaming=True,
+        dataset_train_split="train", dataset_test_split="test",
+    )  # fmt: skip
+    streamed = load_named_dataset(config, "dataset_train_split", required="training")
+    assert [row["chosen"] for row in streamed] == ["007", "1e5"]
+    assert [e.chosen for e in load_preferences(streamed).examples] == ["007", "1e5"]
+
+
+def test_a_folders_csv_splits_of_different_columns_are_each_read_as_written(tmp_path, monkeypatch):
+    """train.csv with UltraFeedback's score columns beside a test.csv without them: one table's
+    features cannot hold both, so the folder fell back to pandas' types for every split ('007'
+    refused as 'must be a string, got a number', the test split given a score_chosen of
+    None). Each split is read as text on its own; a bad row still said at its file's line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text(
+        "prompt,chosen,rejected,score_chosen\nHi,007,no,8\nHo,1e5,,7\n"
+    )
+    (tmp_path / "data" / "test.csv").write_text("prompt,chosen,rejected\nYo,NaN,x\n")
+    for streamed in (False, True):
+        config = SimpleNamespace(
+            dataset_name="data", dataset_config=None, dataset_streaming=streamed,
+            dataset_train_split="train", dataset_test_split="test",
+        )  # fmt: skip
+        train = load_named_dataset(config, "dataset_train_split", required="training")
+        test = load_named_dataset(config, "dataset_test_split", required=None)
+        assert [row["chosen"] for row in train] == ["007", "1e5"]
+        assert list(test) == [{"prompt": "Yo", "chosen": "NaN", "rejected": "x"}]
+        if not streamed:
+            with pytest.raises(DataError, match="data/train.csv: line 3: field 'rejected' is"):
+                load_preferences(train)

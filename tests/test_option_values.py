@@ -204,6 +204,20 @@ def test_one_options_two_limits_are_one_line_and_a_recipes_list_is_said_as_writt
     )
 
 
+def test_a_recipes_fraction_for_a_whole_number_is_said_as_written(tmp_path) -> None:
+    """max_steps: 1_0.5 (or 2.5e+3's kin, 1.05e+1) was said 'must be an integer, got 10.5', a
+    text not in the file, where a float option's number is said as the recipe wrote it."""
+    for text in ("1_0.5", "1.05e+1", ".inf"):
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(f"model_name_or_path: m\nmax_steps: {text}\n")
+        with pytest.raises(ConfigError) as refused:
+            load_config(str(recipe))
+        assert str(refused.value) == f"max_steps must be an integer, got {text}"
+    with pytest.raises(ConfigError) as refused:  # (a flag's and Python's: as before)
+        load_config(None, {"model_name_or_path": "m", "max_steps": 10.5})
+    assert str(refused.value) == "max_steps must be an integer, got 10.5"
+
+
 def test_a_repeated_loss_type_is_said_as_typed_and_not_after_an_unknown_name() -> None:
     """--loss_type sigmoid,sigmoid read 'without repeats (got [sigmoid, sigmoid])', a list the
     flag never wrote; --loss_type sigmod,sigmod was told the unknown name and then the repeats

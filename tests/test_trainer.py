@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -1361,6 +1362,30 @@ def test_a_recipes_env_is_the_callers_again_after_train(
     assert seen == {"during": "recipe's"}
     load_config(str(recipe))
     assert os.environ["DIRECTPO_TEST_NEW"] == "recipe's"
+
+
+def test_a_recipes_env_is_given_back_when_the_run_rewrites_the_recipe(
+    tmp_path, monkeypatch
+) -> None:
+    """A resume from the run's own record, ``train('out/config.yaml',
+    resume_from_checkpoint='latest')`` with env: added to it by hand (wandb's WANDB_RUN_ID),
+    rewrites that file without env: (a record keeps no variables: they may hold tokens); its
+    variables, read from the file after the run, stayed set for good. They are read before."""
+    from directpo.process_state import recipe_environment_kept
+
+    monkeypatch.setenv("DIRECTPO_TEST_MINE", "mine")
+    monkeypatch.delenv("DIRECTPO_TEST_NEW", raising=False)
+    recipe = tmp_path / "config.yaml"
+    recipe.write_text("beta: 0.1\nenv: {DIRECTPO_TEST_MINE: run, DIRECTPO_TEST_NEW: run}\n")
+
+    @recipe_environment_kept
+    def run(config: str) -> None:  # (sets the file's env:, then rewrites it as a record)
+        os.environ.update({"DIRECTPO_TEST_MINE": "run", "DIRECTPO_TEST_NEW": "run"})
+        Path(config).write_text("beta: 0.1\n")
+
+    run(str(recipe))
+    assert os.environ["DIRECTPO_TEST_MINE"] == "mine"
+    assert "DIRECTPO_TEST_NEW" not in os.environ
 
 
 def test_options_given_to_train_are_the_configs(tmp_path, monkeypatch) -> None:

@@ -232,18 +232,25 @@ def dataset_splits(
         else:
             options = {key: value for key, value in options.items() if value is not None}
             offline = cache_only_where_unreachable(name)
-            local = not options.get("streaming") and (
-                os.path.isdir(name) or "data_files" in options
-            )
-            files = _split_files(name, dataset_config, options) if local else None
+            streamed = bool(options.get("streaming"))
+            local = os.path.isdir(name) or "data_files" in options
+            built = {key: value for key, value in options.items() if key != "streaming"}
+            files = _split_files(name, dataset_config, built) if local else None
             alone = ALONE if config_key == "dataset_config" else ALONE_IN_A_MIXTURE
-            if files is not None:  # (each file's own types: what one table of them changes)
-                for split_files in files.values():
+            if files is not None and not streamed:  # (each file's own types: what one table
+                for split_files in files.values():  # of them changes; read whole, not streamed)
                     refuse_changed_values([str(path) for path in split_files], label, alone)
-                options = {**_csv_as_text(files, options), **options}
+            # (streamed too: a folder's CSV headers alone are read; its '007' trained as 7.0,
+            # refused as 'a number', where dataset_streaming: false and the file alone read it
+            # as written)
+            headers = _csv_headers(files, options) if files is not None else {}
             with _failed_files(failed):
-                loaded = datasets.load_dataset(name, dataset_config, **options)
-            if files is not None:
+                if len(set(headers.values())) > 1:  # (splits of different columns)
+                    loaded = _each_split_as_text(name, dataset_config, options, files, headers)
+                else:
+                    text = _as_text(next(iter(headers.values()))) if headers else {}
+                    loaded = datasets.load_dataset(name, dataset_config, **text, **options)
+            if files is not None and not streamed:
                 remember_split_files(loaded, files)
     except DataError:
         raise
@@ -261,29 +268,80 @@ def dataset_splits(
     return loaded
 
 
-def _csv_as_text(files: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
-    """load_dataset's options that read a folder's CSV files as directpo's own reader reads a
-    CSV train_file: every cell as written. datasets' csv reader (pandas) reads a cell that
-    looks like a number, a boolean or a missing value as one: '007' trained (or was refused
-    as a number) as 7, '1e5' as 100000.0, 'NaN' and an empty cell as None, and a folder whose
-    one file's chosen column is all numbers beside another's words failed naming no file
-    ("Failed to parse string: 'true' as a scalar of type int64"). Every column is text (a
-    cell of messages stays its text, as datasets read it before); nothing for other files, or
+def _csv_headers(files: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, tuple]:
+    """Each split's one header, where a folder's files are all CSV (or all TSV) and the files
+    of each split share one: read as text (_as_text), as directpo's own reader reads a CSV
+    train_file, every cell as written. datasets' csv reader (pandas) reads a cell that looks
+    like a number, a boolean or a missing value as one: '007' trained (or was refused as a
+    number) as 7, '1e5' as 100000.0, 'NaN' and an empty cell as None, and a folder whose one
+    file's chosen column is all numbers beside another's words failed naming no file ("Failed
+    to parse string: 'true' as a scalar of type int64"). A cell of messages is read as that
+    list where the rows are read (readers._dataset_rows). {} for other files, or a split's
     files of different columns (said by the load)."""
     paths = [str(path) for split in files.values() for path in split]
-    if not paths or "features" in options or not all(p.lower().endswith(".csv") for p in paths):
+    # (.tsv too: datasets reads it with the same pandas reader, tabs apart; '007' was refused
+    # as 'a number' and an empty cell said 'is null'; a .csv.gz's rows as its .csv's)
+    kinds = {_table_kind(path) for path in paths}
+    if not paths or "features" in options or len(kinds) != 1 or None in kinds:
         return {}
-    import datasets
     import pandas
 
-    try:
-        headers = {tuple(pandas.read_csv(path, nrows=0).columns) for path in paths}
-    except Exception:  # (a file pandas cannot read: said by the load, as before)
-        return {}
-    if len(headers) != 1:
-        return {}
-    text = datasets.Features({name: datasets.Value("string") for name in headers.pop()})
+    separator = "\t" if kinds == {".tsv"} else ","
+    headers: dict[str, tuple] = {}
+    for split, split_files in files.items():
+        try:
+            read = {
+                tuple(pandas.read_csv(str(path), nrows=0, sep=separator).columns)
+                for path in split_files
+            }
+        except Exception:  # (a file pandas cannot read: said by the load, as before)
+            return {}
+        if len(read) != 1:
+            return {}
+        headers[str(split)] = read.pop()
+    return headers
+
+
+def _as_text(header: tuple) -> dict[str, Any]:
+    """load_dataset's options that read a CSV table of ``header`` with every cell as text."""
+    import datasets
+
+    text = datasets.Features({name: datasets.Value("string") for name in header})
     return {"features": text, "keep_default_na": False, "na_filter": False}
+
+
+def _each_split_as_text(
+    name: str,
+    dataset_config: str | None,
+    options: Mapping[str, Any],
+    files: Mapping[str, Any],
+    headers: dict[str, tuple],
+) -> Any:
+    """A folder whose CSV splits have different columns (a test.csv without train.csv's
+    score columns), each split loaded as text on its own: load_dataset takes one table's
+    features, and the folder's cells were pandas' numbers ('007' as 7) for every split."""
+    import datasets
+
+    loaded = {
+        split: datasets.load_dataset(
+            name,
+            dataset_config,
+            split=split,
+            **{**options, "data_files": {split: [str(path) for path in files[split]]}},
+            **_as_text(header),
+        )
+        for split, header in headers.items()
+    }
+    streamed = options.get("streaming")
+    return (datasets.IterableDatasetDict if streamed else datasets.DatasetDict)(loaded)
+
+
+def _table_kind(path: str) -> str | None:
+    """The ending ".csv" or ".tsv" of such a file (compressed too: data.tsv.gz), else None."""
+    stem, ending = os.path.splitext(path.lower())
+    if ending in COMPRESSED:
+        ending = os.path.splitext(stem)[1]
+    return ending if ending in (".csv", ".tsv") else None
 
 
 def _split_files(name: str, dataset_config: str | None, options: Any) -> Any:

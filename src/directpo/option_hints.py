@@ -323,7 +323,9 @@ def meant_words(given: Collection[object], typed: Any, key: str, choices: Collec
     if not meant or not any(meant.values()):
         return ""
     if all(meant.values()):
-        fixed = [meant.get(word, word) for word in words]
+        # (each word once: [sigmod, sigmoid] was told 'did you mean [sigmoid, sigmoid]?',
+        # which loss_type then refused as a repeat; a list of words names each once)
+        fixed = list(dict.fromkeys(meant.get(word, word) for word in words))
         # (the list as the caller writes one: [a, b] in a recipe, a,b on a command line,
         # ['a', 'b'] in Python)
         apart = isinstance(typed, list | tuple)  # (a flag's words typed apart: told so)

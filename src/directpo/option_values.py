@@ -498,7 +498,11 @@ def _coerce_int(key: str, value: Any) -> int:
             number = float(value.strip())
             if number.is_integer():
                 return int(number)
-    raise ConfigError(f"{key} must be an integer, got {typed_shown(value)}")
+    # (a recipe's max_steps: 1_0.5 or 2.5e+3 was said 'got 10.5', a text not in the file, as
+    # the float options said their numbers before: said as written)
+    raise ConfigError(
+        f"{key} must be an integer, got {number_written(key, value) or typed_shown(value)}"
+    )
 
 
 # a recipe's numbers as its text writes them (option_loading.number_texts), while its options

@@ -87,10 +87,14 @@ def recipe_environment_kept(function: Callable[..., Any]) -> Callable[..., Any]:
         if not isinstance(config, str | os.PathLike):
             return function(*args, **kwargs)
         before = dict(os.environ)
+        # read before the run: a resume from the run's own record (train('out/config.yaml',
+        # resume_from_checkpoint='latest'), env: added by hand for wandb's WANDB_RUN_ID)
+        # rewrites that file without env:, whose variables then stayed set for good
+        named = _environment_keys(Path(config))
         try:
             return function(*args, **kwargs)
         finally:
-            for key in _environment_keys(Path(config)):
+            for key in named:
                 if key in before:
                     os.environ[key] = before[key]
                 else:

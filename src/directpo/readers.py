@@ -336,7 +336,13 @@ def _python_values(value: Any) -> Any:
 
 
 def _dataset_rows(dataset: Any) -> Iterator[tuple[str, Any]]:
+    # a table that datasets' csv builder read (a dataset_name folder of .csv files, a
+    # mixture's data_files): its cells as a CSV train_file's (_csv_cell), a cell of messages
+    # that list; it trained the JSON text as a plain prompt and replies, without a word
+    csv_cells = getattr(getattr(dataset, "info", None), "builder_name", None) == "csv"
     for i, row in enumerate(_undecoded(dataset), start=1):
+        if csv_cells and isinstance(row, dict):
+            row = {k: _csv_cell(v) if isinstance(v, str) else v for k, v in row.items()}
         yield f"row {i}", row
 
 
