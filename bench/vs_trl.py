@@ -108,14 +108,7 @@ def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    common = dict(
-        per_device_train_batch_size=spec.batch,
-        max_steps=spec.steps,
-        learning_rate=1e-5,
-        beta=0.1,
-        gradient_checkpointing=spec.gradient_checkpointing,
-        max_length=MAX_LENGTH,  # no truncation (check_lengths): both see whole sequences
-    )
+    common = shared_options(spec)
     if spec.framework == "directpo":
         step_seconds, extra = _run_directpo(spec, common, cuda)
     else:
@@ -134,20 +127,24 @@ def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
     }
 
 
-def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict]:
-    import directpo.finish
-    import directpo.trainer as trainer
+def shared_options(spec: RunSpec) -> dict[str, Any]:
+    """The settings both sides are given, spelt alike (both configs take these names)."""
+    return dict(
+        per_device_train_batch_size=spec.batch,
+        max_steps=spec.steps,
+        learning_rate=1e-5,
+        beta=0.1,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        max_length=MAX_LENGTH,  # no truncation (check_lengths): both see whole sequences
+    )
+
+
+def directpo_config(spec: RunSpec, common: dict, options: dict, cuda: bool) -> Any:
+    """directpo's DPOConfig of a run: ``common`` and the run's own ``options`` (the bench's own
+    STATS option taken out), bf16 compute over float32 masters on CUDA, float32 on a CPU."""
     from directpo.config import DPOConfig
 
-    # the bench measures training, not writing a multi-GB folder at the end
-    directpo.finish.save_final_model = lambda *args, **kwargs: args[1]
-    options = dict(spec.options)
-    # the bench logs every step (its step times are the logged pairs/s), so directpo computes
-    # TRL's per-token statistics on every step, as TRL does; off: as on a step that does not log
-    stats = options.pop(STATS, True)
-    step = trainer.train_step
-    trainer.train_step = lambda run, index, measure=False: step(run, index, measure and stats)
-    config = DPOConfig(
+    return DPOConfig(
         model_name_or_path=spec.model,
         train_file=spec.data,
         output_dir=spec.out,
@@ -158,6 +155,35 @@ def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float],
         dtype="bfloat16" if cuda else "float32",
         **{**common, **options},
     )
+
+
+def trl_options(spec: RunSpec, common: dict, cuda: bool) -> dict[str, Any]:
+    """trl.DPOConfig's keywords of a run: a float32 model under bf16 autocast on CUDA (TRL's
+    mixed precision), float32 on a CPU (TRL's default bf16=True refuses a CPU)."""
+    return dict(
+        output_dir=spec.out,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        bf16=cuda,
+        use_cpu=not cuda,
+        **{**common, **spec.options},
+    )
+
+
+def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict]:
+    import directpo.finish
+    import directpo.trainer as trainer
+
+    # the bench measures training, not writing a multi-GB folder at the end
+    directpo.finish.save_final_model = lambda *args, **kwargs: args[1]
+    options = dict(spec.options)
+    # the bench logs every step (its step times are the logged pairs/s), so directpo computes
+    # TRL's per-token statistics on every step, as TRL does; off: as on a step that does not log
+    stats = options.pop(STATS, True)
+    step = trainer.train_step
+    trainer.train_step = lambda run, index, measure=False: step(run, index, measure and stats)
+    config = directpo_config(spec, common, options, cuda)
     lines: list[str] = []
     try:
         result = trainer.train(config, echo=lines.append)
@@ -208,15 +234,7 @@ def _run_trl(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict
         folder = Path(spec.data).parent
         dataset = dataset.map(lambda row: {"images": [str(folder / p) for p in row["images"]]})
         dataset = dataset.cast_column("images", datasets.Sequence(datasets.Image()))
-    config = trl.DPOConfig(
-        output_dir=spec.out,
-        report_to="none",
-        logging_steps=1,
-        save_strategy="no",
-        bf16=cuda,
-        use_cpu=not cuda,
-        **{**common, **spec.options},
-    )
+    config = trl.DPOConfig(**trl_options(spec, common, cuda))
     clock = StepClock()
     auto_model = AutoModelForImageTextToText if vision else AutoModelForCausalLM
     auto_processing = AutoProcessor if vision else AutoTokenizer

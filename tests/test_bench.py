@@ -267,3 +267,114 @@ def test_fsdp_memorys_device_is_cpu_or_cuda() -> None:
     )
     assert done.returncode == 2
     assert "invalid choice: 'gpu'" in done.stderr
+
+
+def _each_run(vs_trl: ModuleType, cuda: bool) -> list[tuple[str, object, dict]]:
+    """(framework, spec, config fields) of every gpu-plan run, built as vs_trl.run builds them;
+    TRL's are checked as trl.DPOConfig's keywords (its bf16 refuses a machine without CUDA)."""
+    import dataclasses
+
+    trl = pytest.importorskip("trl")
+    built = []
+    for framework, name, checkpointing, options in vs_trl.MAIN_RUNS + vs_trl.ABLATIONS:
+        spec = vs_trl.RunSpec(
+            framework, name, "model", "pairs.jsonl", "/tmp/directpo-bench-test", 8, 4, 3,
+            checkpointing, options,
+        )  # fmt: skip
+        common = vs_trl.shared_options(spec)
+        if framework == "directpo":
+            own = {k: v for k, v in options.items() if k != vs_trl.STATS}
+            config = vs_trl.directpo_config(spec, common, own, cuda)
+            fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        else:
+            fields = vs_trl.trl_options(spec, common, cuda)
+            # a keyword TRL renamed or dropped fails here, not minutes into a lent GPU's call
+            unknown = set(fields) - {f.name for f in dataclasses.fields(trl.DPOConfig)}
+            assert not unknown, f"{name}: trl.DPOConfig takes no {sorted(unknown)}"
+            checked = {**fields, "bf16": False, "use_cpu": True} if cuda else fields
+            config = trl.DPOConfig(**checked)
+            fields = {**vars(config), "bf16": fields["bf16"]}
+        built.append((framework, spec, fields))
+    return built
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_both_sides_of_every_run_get_the_same_batch_steps_length_and_precision(
+    cuda: bool,
+) -> None:
+    """A ratio between unequal setups is a false claim: every run's config, directpo's and TRL's,
+    has the same batch, steps, learning rate, beta, max_length (no truncation) and
+    accumulation, and the same precision policy (bf16 compute on CUDA, float32 on a CPU)."""
+    vs_trl = _bench("vs_trl")
+    same = ("per_device_train_batch_size", "max_steps", "learning_rate", "beta", "max_length",
+            "gradient_accumulation_steps", "logging_steps")  # fmt: skip
+    runs = _each_run(vs_trl, cuda)
+    assert {framework for framework, _, _ in runs} == {"directpo", "trl"}
+    first = runs[0][2]
+    for framework, spec, fields in runs:
+        assert {key: fields[key] for key in same} == {key: first[key] for key in same}, spec.name
+        assert fields["max_length"] == vs_trl.MAX_LENGTH
+        assert fields["gradient_checkpointing"] == spec.gradient_checkpointing, spec.name
+        if framework == "directpo":
+            assert fields["dtype"] == ("bfloat16" if cuda else "float32"), spec.name
+            assert fields["master_weights"] == "float32"  # float32 masters, as TRL's weights
+        else:
+            assert fields["bf16"] is cuda and not fields.get("fp16"), spec.name
+
+
+# a documented command: `python bench/NAME.py ...` or `bash bench/gpu.sh ...`, up to its closing
+# backtick (a command may wrap onto the next line of its paragraph)
+COMMAND = re.compile(r"(?:python3?|bash) bench/(\w+)\.(?:py|sh)\b((?:[^`\n]|\n(?!\n))*)")
+
+
+def _documented_commands() -> list[tuple[str, str, str]]:
+    """(document, script, its arguments) of every bench command README.md and docs/ show."""
+    found = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for script, rest in COMMAND.findall(doc.read_text()):
+            found.append((doc.name, script, " ".join(rest.split())))
+    return found
+
+
+def _flags(script: str) -> set[str]:
+    source = (ROOT / "bench" / f"{script}.py").read_text()
+    return set(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", source))
+
+
+def test_the_documented_bench_commands_use_the_scripts_real_options() -> None:
+    """A documented command whose flag the script does not take (renamed, or never there) fails
+    the moment a user copies it, or minutes into a lent GPU's one call."""
+    import shlex
+
+    vs_trl = _bench("vs_trl")
+    commands = _documented_commands()
+    assert {script for _, script, _ in commands} >= {"vs_trl", "gpu", "trl_curves", "gpu_smoke"}
+    gpu_sh = (ROOT / "bench" / "gpu.sh").read_text()
+    gpu_defaults = shlex.split(re.search(r"bench_args=\(([^)]*)", gpu_sh).group(1))
+    gpu_defaults.remove("$@")  # (where the documented arguments go)
+    for doc, script, rest in commands:
+        where = f"{doc}: bench/{script} {rest}"
+        if script == "gpu_smoke":
+            group = rest.split()[0] if rest else ""
+            assert group in ("", *_bench_groups()), where
+            continue
+        if script == "gpu_wheels":
+            continue
+        known = _flags("vs_trl" if script == "gpu" else script)
+        unknown = [f for f in re.findall(r"(?<![\w-])--[a-z_]+", rest) if f not in known]
+        assert not unknown, f"{where}: no {unknown}"
+        if script in ("vs_trl", "gpu") and "..." not in rest and "[" not in rest:
+            # run names, model names and set names checked as the script checks them
+            argv = shlex.split(rest) + (gpu_defaults if script == "gpu" else [])
+            sys_argv, sys.argv = sys.argv, ["vs_trl.py", *argv, "--check"]
+            try:
+                vs_trl.main()
+            except SystemExit as stopped:
+                pytest.fail(f"{where}: exits {stopped.code}")
+            finally:
+                sys.argv = sys_argv
+
+
+def _bench_groups() -> tuple[str, ...]:
+    source = (ROOT / "bench" / "gpu_smoke.py").read_text()
+    return tuple(re.findall(r"\"(\w+)\"", re.search(r"GROUPS = \(([^)]*)\)", source).group(1)))
