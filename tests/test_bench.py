@@ -378,3 +378,32 @@ def test_the_documented_bench_commands_use_the_scripts_real_options() -> None:
 def _bench_groups() -> tuple[str, ...]:
     source = (ROOT / "bench" / "gpu_smoke.py").read_text()
     return tuple(re.findall(r"\"(\w+)\"", re.search(r"GROUPS = \(([^)]*)\)", source).group(1)))
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["gpu_smoke.py"], "gpu_smoke.py (all checks) needs a CUDA device"),
+        (["gpu_smoke.py", "compile"], "gpu_smoke.py compile needs a CUDA device"),
+        (["fsdp_memory.py", "--device", "cuda", "--worlds", "1"], "needs a CUDA device per"),
+    ],
+)
+def test_a_bench_that_needs_cuda_says_so_in_one_line_without_one(
+    argv: list[str], said: str
+) -> None:
+    """Was an AssertionError's traceback (gpu_smoke), or torchrun's workers' tracebacks after
+    building a 2 GB model (fsdp_memory)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs them")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / argv[0]), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert done.returncode == 1
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
