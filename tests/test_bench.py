@@ -407,3 +407,44 @@ def test_a_bench_that_needs_cuda_says_so_in_one_line_without_one(
     assert done.returncode == 1
     assert said in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_table_says_directpo_over_trl_for_speed_and_memory(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The ratios are directpo / TRL, both ways: pairs/s (above 1: directpo faster) and peak
+    memory (below 1: directpo smaller), as docs/performance.md reads them."""
+    vs_trl = _bench("vs_trl")
+    flops = {"directpo": 1.0, "trl": 2.0}
+    row = dict(model="tiny", data="long-prompt", device="cpu", flops=flops, memory="RSS")
+    vs_trl.table(
+        [
+            {**row, "name": "directpo defaults", "framework": "directpo",
+             "pairs_per_second": 3.0, "memory_mb": 500.0},
+            {**row, "name": "trl defaults", "framework": "trl",
+             "pairs_per_second": 1.5, "memory_mb": 1000.0},
+        ]
+    )  # fmt: skip
+    line = next(x for x in capsys.readouterr().out.splitlines() if "directpo defaults" in x)
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[3:8] == ["3.00", "2.00x", "n/a", "500", "0.50x"]
+
+
+@pytest.mark.parametrize("recipe", ["lora", "full", "lora-sft", "lora-truncate", "full-bf16"])
+def test_trl_curves_recipes_give_both_sides_the_same_settings(recipe: str, tmp_path: Path) -> None:
+    """Each recipe's shared options are taken by trl.DPOConfig (a keyword TRL renamed failed
+    only after the first side had trained) and by directpo's, with the same values on both."""
+    import dataclasses
+
+    trl = pytest.importorskip("trl")
+    curves = _bench("trl_curves")
+    shared, theirs, ours = curves.recipe(recipe, 4)
+    options = curves.trl_options(shared, tmp_path / "trl", bf16=False)
+    unknown = set(options) - {f.name for f in dataclasses.fields(trl.DPOConfig)}
+    assert not unknown, f"trl.DPOConfig takes no {sorted(unknown)}"
+    theirs_config = trl.DPOConfig(**options)
+    ours_config = curves.directpo_config(tmp_path, shared, ours, tmp_path / "dpo", bf16=False)
+    for key, value in shared.items():
+        assert getattr(theirs_config, key) == getattr(ours_config, key) == value, key
+    assert (theirs.get("peft") is None) == (ours.get("lora_r") is None)
+    assert theirs.get("peft") == ours.get("lora_r")  # the same rank, alpha 16 on both
