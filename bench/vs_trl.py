@@ -9,7 +9,9 @@
 
 Precision is the same policy on both sides: float32 on CPU; on CUDA mixed precision, float32
 weights and optimizer state with bf16 compute (TRL: a float32 model with ``bf16=True``, its
-default; directpo: ``dtype: bfloat16``, a bf16 compute copy over float32 masters).
+default; directpo: ``dtype: bfloat16``, a bf16 compute copy over float32 masters). The frozen
+reference is not: TRL's is a float32 model like its policy, directpo's is held in bf16 (2 bytes
+a weight less: part of the peak-memory ratio on CUDA).
 
 ``--plan cpu`` (default): each (framework, model, data set) runs in its own subprocess, so peak
 RSS is its own; directpo and TRL at their defaults, gradient checkpointing as ``--gradient_
@@ -548,8 +550,9 @@ def main() -> None:
         return
     args.gradient_checkpointing = args.gradient_checkpointing or "true"
     print(
-        "precision: directpo dtype bfloat16 (bf16 compute copy, float32 masters) vs TRL float32 "
-        "model + bf16=True (autocast) on CUDA; float32 for both on CPU",
+        "precision: directpo dtype bfloat16 (bf16 compute copy, float32 masters, bf16 reference) "
+        "vs TRL float32 model + bf16=True (autocast, float32 reference) on CUDA; float32 for "
+        "both on CPU",
         flush=True,
     )
     work = Path(tempfile.mkdtemp(prefix="directpo-bench-"))
