@@ -110,6 +110,9 @@ def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    # the allocator's peak counts what an earlier run of the gpu plan's one process still holds
+    # (a leak would inflate every later row): said beside the peak, 0 when nothing was left
+    held_before = torch.cuda.memory_allocated() / 2**20 if cuda else None
     common = shared_options(spec)
     if spec.framework == "directpo":
         step_seconds, extra = _run_directpo(spec, common, cuda)
@@ -124,6 +127,7 @@ def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
         "pairs_per_second": spec.batch / statistics.median(measured),
         "memory_mb": peak_memory_mb(own_process),
         "memory": memory_kind(),
+        "memory_held_before_mb": held_before,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         **extra,
     }
@@ -430,7 +434,9 @@ def _mb(result: dict[str, Any]) -> str:
     """The peak as measured and what it is, or why it is not there."""
     if result.get("memory_mb") is None:
         return "memory n/a (one process for every run: no per-run peak RSS on a CPU)"
-    return f"{result['memory_mb']:.0f} MB {result.get('memory', '')}".rstrip()
+    held = result.get("memory_held_before_mb") or 0
+    before = f" ({held:.0f} MB of it held before the run)" if held >= 1 else ""
+    return f"{result['memory_mb']:.0f} MB {result.get('memory', '')}".rstrip() + before
 
 
 def table(results: list[dict[str, Any]]) -> None:

@@ -448,3 +448,13 @@ def test_trl_curves_recipes_give_both_sides_the_same_settings(recipe: str, tmp_p
         assert getattr(theirs_config, key) == getattr(ours_config, key) == value, key
     assert (theirs.get("peft") is None) == (ours.get("lora_r") is None)
     assert theirs.get("peft") == ours.get("lora_r")  # the same rank, alpha 16 on both
+
+
+def test_memory_an_earlier_run_still_holds_is_said_beside_the_peak() -> None:
+    """The gpu plan runs everything in one process: the allocator's peak of a run includes
+    what an earlier run left allocated, so the line says how much of it was there before."""
+    vs_trl = _bench("vs_trl")
+    leaked = {"memory_mb": 9000.0, "memory": "allocated", "memory_held_before_mb": 1500.0}
+    assert vs_trl._mb(leaked) == "9000 MB allocated (1500 MB of it held before the run)"
+    assert vs_trl._mb({**leaked, "memory_held_before_mb": 0.0}) == "9000 MB allocated"
+    assert vs_trl._mb({"memory_mb": 500.0, "memory": "RSS"}) == "500 MB RSS"
