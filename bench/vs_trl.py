@@ -491,6 +491,12 @@ def check_args(args: argparse.Namespace) -> str | None:
         unknown = [name for name in given.split(",") if given and name not in known]
         if unknown:
             return f"{option}: unknown {unknown}; known: {', '.join(known)}"
+    models, data_sets = args.models.split(","), args.sets.split(",")
+    if gpu and "tiny-vlm" in models:  # its data would have no images (gpu_plan makes text pairs)
+        return "--models tiny-vlm is for --plan cpu (--sets image-prompt: pairs with images)"
+    if "image-prompt" in data_sets and models != ["tiny-vlm"]:
+        # pairs with images only for the vision model: another's rows were text, named so
+        return "--sets image-prompt is for --models tiny-vlm alone (its pairs carry images)"
     if args.runs and not gpu:
         return "--runs is for --plan gpu (the cpu plan runs directpo and TRL at their defaults)"
     if gpu and (args.directpo_options or args.gradient_checkpointing is not None):

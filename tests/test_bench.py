@@ -129,6 +129,10 @@ def test_the_benchmarks_options_are_checked_before_any_model() -> None:
     assert "--plan cpu" in vs_trl.check_args(_args(vs_trl, plan="gpu", directpo_options="{}"))
     assert "no step would be timed" in vs_trl.check_args(_args(vs_trl, steps=3, warmup=3))
     assert "JSON object" in vs_trl.check_args(_args(vs_trl, directpo_options="[1]"))
+    # a vision model's rows without images, or text models' rows named image-prompt
+    assert "--plan cpu" in vs_trl.check_args(_args(vs_trl, plan="gpu", models="tiny-vlm"))
+    assert "tiny-vlm alone" in vs_trl.check_args(_args(vs_trl, sets="image-prompt"))
+    assert vs_trl.check_args(_args(vs_trl, models="tiny-vlm", sets="image-prompt")) is None
 
 
 def _args(vs_trl: ModuleType, **given: object) -> object:
