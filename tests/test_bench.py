@@ -8,6 +8,7 @@ virtual clock (each part "takes" its limit, or DRY_SECONDS) and prints what it w
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 import subprocess
@@ -462,3 +463,29 @@ def test_memory_an_earlier_run_still_holds_is_said_beside_the_peak() -> None:
     assert vs_trl._mb(leaked) == "9000 MB allocated (1500 MB of it held before the run)"
     assert vs_trl._mb({**leaked, "memory_held_before_mb": 0.0}) == "9000 MB allocated"
     assert vs_trl._mb({"memory_mb": 500.0, "memory": "RSS"}) == "500 MB RSS"
+
+
+def test_both_sides_train_two_steps_on_the_same_pairs_to_the_same_loss(
+    tiny_model_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer's call as the bench makes it (TRL's DPOTrainer, its dataset, the step clock) runs
+    with the installed TRL, and both sides see the same pairs, batch, learning rate and beta:
+    after one update their second step's loss is the same (float32, no checkpointing)."""
+    pytest.importorskip("trl")
+    import directpo.finish
+
+    vs_trl = _bench("vs_trl")
+    workloads = sys.modules["workloads"]  # the one vs_trl imported
+    monkeypatch.setattr(directpo.finish, "save_final_model", directpo.finish.save_final_model)
+    data = tmp_path / "pairs.jsonl"
+    workloads.make_data(data, 8, 4, 2, seed=0)
+    results = {}
+    for framework in ("directpo", "trl"):
+        spec = vs_trl.RunSpec(
+            framework, f"{framework} defaults", str(tiny_model_dirs["llama"]), str(data),
+            str(tmp_path / framework), 2, 1, 1, False, {},
+        )  # fmt: skip
+        results[framework] = vs_trl.run(spec, own_process=False)
+        assert len(results[framework]["step_seconds"]) == 2, framework
+    assert results["directpo"]["loss"] != pytest.approx(math.log(2), abs=1e-9)  # it moved
+    assert results["directpo"]["loss"] == pytest.approx(results["trl"]["loss"], abs=1e-5)
