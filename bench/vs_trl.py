@@ -32,6 +32,7 @@ Both sides get max_length 4096; a pair longer than that stops the bench (``--sca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,39 @@ def memory_kind() -> str:
     return "allocated" if torch.cuda.is_available() else "RSS"
 
 
+@contextlib.contextmanager
+def transformers_patches_undone(model: str | None = None) -> Iterator[None]:
+    """Puts back every name a run rebinds in transformers' modeling modules. Liger's apply
+    functions (use_liger_kernel, on either side) replace a model type's rotary function, RMSNorm
+    and MLP classes module-wide, even when given one model: in the gpu plan's one process every
+    later run of that model type, "defaults" included, trained with Liger's kernels. ``model``:
+    its modeling module is imported first, so that it is among those saved."""
+    if model is not None:
+        import importlib
+
+        from transformers import AutoConfig
+
+        kind = AutoConfig.from_pretrained(model).model_type
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"transformers.models.{kind}.modeling_{kind}")
+    modules = {
+        name: module
+        for name, module in list(sys.modules.items())
+        if name.startswith("transformers.models.") and ".modeling_" in name and module
+    }
+    saved = {name: dict(vars(module)) for name, module in modules.items()}
+    try:
+        yield
+    finally:
+        for name, module in modules.items():
+            namespace = vars(module)
+            for key in [key for key in namespace if key not in saved[name]]:
+                del namespace[key]
+            for key, value in saved[name].items():
+                if namespace.get(key) is not value:
+                    namespace[key] = value
+
+
 def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
     """Train ``spec`` and return its timing (post-warmup step seconds) and peak memory."""
     import torch
@@ -114,10 +149,11 @@ def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
     # (a leak would inflate every later row): said beside the peak, 0 when nothing was left
     held_before = torch.cuda.memory_allocated() / 2**20 if cuda else None
     common = shared_options(spec)
-    if spec.framework == "directpo":
-        step_seconds, extra = _run_directpo(spec, common, cuda)
-    else:
-        step_seconds, extra = _run_trl(spec, common, cuda)
+    with transformers_patches_undone(spec.model):
+        if spec.framework == "directpo":
+            step_seconds, extra = _run_directpo(spec, common, cuda)
+        else:
+            step_seconds, extra = _run_trl(spec, common, cuda)
     measured = step_seconds[spec.warmup :] or step_seconds
     return {
         "name": spec.name,

@@ -489,3 +489,32 @@ def test_both_sides_train_two_steps_on_the_same_pairs_to_the_same_loss(
         assert len(results[framework]["step_seconds"]) == 2, framework
     assert results["directpo"]["loss"] != pytest.approx(math.log(2), abs=1e-9)  # it moved
     assert results["directpo"]["loss"] == pytest.approx(results["trl"]["loss"], abs=1e-5)
+
+
+def test_a_run_that_patches_transformers_modules_leaves_them_as_they_were(
+    tiny_model_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Liger's apply functions (the "liger" ablations) replace a model type's RMSNorm and MLP
+    classes and rotary function module-wide: every later run of the gpu plan's one process,
+    the other models' "defaults" rows included, trained with Liger's kernels."""
+    from transformers.models.llama import modeling_llama
+
+    vs_trl = _bench("vs_trl")
+    before = (modeling_llama.LlamaRMSNorm, modeling_llama.apply_rotary_pos_emb)
+    for name in ("LlamaRMSNorm", "apply_rotary_pos_emb"):  # put back by pytest should it fail
+        monkeypatch.setattr(modeling_llama, name, getattr(modeling_llama, name))
+
+    def patching_run(spec: object, common: dict, cuda: bool) -> tuple[list[float], dict]:
+        modeling_llama.LlamaRMSNorm = type("LigerRMSNorm", (), {})  # as Liger's apply does
+        modeling_llama.apply_rotary_pos_emb = lambda *args: args
+        modeling_llama.liger_added = True
+        return [1.0, 1.0], {"loss": 0.69}
+
+    monkeypatch.setattr(vs_trl, "_run_directpo", patching_run)
+    spec = vs_trl.RunSpec(
+        "directpo", "directpo liger", str(tiny_model_dirs["llama"]), str(tmp_path / "d.jsonl"),
+        str(tmp_path / "out"), 2, 1, 1, False, {"use_liger_kernel": True},
+    )  # fmt: skip
+    assert vs_trl.run(spec, own_process=False)["loss"] == 0.69
+    assert (modeling_llama.LlamaRMSNorm, modeling_llama.apply_rotary_pos_emb) == before
+    assert not hasattr(modeling_llama, "liger_added")
