@@ -14,7 +14,7 @@ directpo does) against rank 0 reading the whole file and scattering it
 
     python bench/fsdp_memory.py                     # 1, 2, 4 processes (~10 min on 2 cores)
     python bench/fsdp_memory.py --worlds 1 2 --loading
-    python bench/fsdp_memory.py --device cuda       # a GPU machine: FSDP_MEMORY=1 bench/gpu.sh
+    python bench/fsdp_memory.py --device cuda --worlds 1   # one GPU (FSDP_MEMORY=1 bench/gpu.sh)
 
 The model folder is cached in ``--work`` (default /tmp/directpo-fsdp-memory).
 """
@@ -183,6 +183,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="gloo or nccl")
     parser.add_argument("--out", type=Path, help="append the rows as JSON lines here")
     args = parser.parse_args()
+    if args.device == "cuda":
+        import torch
+
+        # said before the 2 GB model is built, in one line: torchrun's workers otherwise failed
+        # each with its own traceback, deep in the process group's setup
+        gpus = torch.cuda.device_count()
+        if max(args.worlds) > gpus:
+            sys.exit(
+                f"fsdp_memory.py --device cuda --worlds {' '.join(map(str, args.worlds))}: "
+                f"needs a CUDA device per process, and this machine has {gpus}"
+            )
     args.work.mkdir(parents=True, exist_ok=True)
     model = build_model(args.work / "qwen2.5-0.5b-shape")
     results = args.work / "results"

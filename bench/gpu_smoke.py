@@ -49,6 +49,14 @@ if __name__ == "__main__" and (sys.argv[2:] or sys.argv[1:] and sys.argv[1] not 
 
 import torch  # noqa: E402
 
+DRY_RUNS = (["features"], ["offload"], ["precision"])  # groups whose code runs on a CPU
+if __name__ == "__main__" and not torch.cuda.is_available() and sys.argv[1:] not in DRY_RUNS:
+    # one line, before directpo's imports: it was an AssertionError's traceback in main()
+    sys.exit(
+        f"gpu_smoke.py {' '.join(sys.argv[1:]) or '(all checks)'} needs a CUDA device; "
+        "without one, features, offload and precision run as CPU dry runs"
+    )
+
 # the test suite's tiny models: `python bench/gpu_smoke.py features`, as docs/performance.md
 # runs it, failed with "No module named 'tiny'" unless PYTHONPATH named tests/
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -566,12 +574,10 @@ def main() -> None:
     }
     root = Path(tempfile.mkdtemp())
     data = write_jsonl(root / "pairs.jsonl", SENTIMENT_PAIRS)
-    dry_runs = (["features"], ["offload"], ["precision"])  # groups whose code runs on a CPU
-    if sys.argv[1:] in dry_runs and not torch.cuda.is_available():
+    if not torch.cuda.is_available():  # (the others stopped at the top: they need CUDA)
         groups[sys.argv[1]](root, data)  # its CPU dry run: the script's paths, tiny models
         print("GPU smoke (CPU dry run):", "all OK" if not failures else "FAILED", flush=True)
         sys.exit(1 if failures else 0)
-    assert torch.cuda.is_available(), "no CUDA device"
     print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
     if sys.argv[1:]:  # one group alone (a short device call)
         checks = [groups[sys.argv[1]]]

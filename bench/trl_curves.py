@@ -108,10 +108,7 @@ def run_trl(data: Path, shared: dict, theirs: dict, out: Path, bf16: bool) -> li
 
     read = lambda name: [json.loads(x) for x in (data / name).read_text().splitlines()]  # noqa: E731
     lora = theirs.get("peft")
-    args = trl.DPOConfig(
-        output_dir=str(out), report_to="none", use_cpu=True, bf16=bf16, save_strategy="no",
-        disable_tqdm=True, **shared,
-    )  # fmt: skip
+    args = trl.DPOConfig(**trl_options(shared, out, bf16))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = trl.DPOTrainer(
@@ -131,16 +128,31 @@ def run_trl(data: Path, shared: dict, theirs: dict, out: Path, bf16: bool) -> li
     return trainer.state.log_history
 
 
-def run_directpo(data: Path, shared: dict, ours: dict, out: Path, bf16: bool) -> list[dict]:
-    from directpo.config import DPOConfig
-    from directpo.trainer import train
+def trl_options(shared: dict, out: Path, bf16: bool) -> dict[str, Any]:
+    """trl.DPOConfig's keywords: the shared recipe on the CPU (bf16: autocast)."""
+    return dict(
+        output_dir=str(out), report_to="none", use_cpu=True, bf16=bf16, save_strategy="no",
+        disable_tqdm=True, **shared,
+    )  # fmt: skip
 
-    config = DPOConfig(
+
+def directpo_config(data: Path, shared: dict, ours: dict, out: Path, bf16: bool) -> Any:
+    """directpo's DPOConfig: the shared recipe and directpo's own (bf16: a bf16 compute copy
+    over float32 masters)."""
+    from directpo.config import DPOConfig
+
+    return DPOConfig(
         model_name_or_path=MODEL, train_file=str(data / "train.jsonl"),
         eval_file=str(data / "eval.jsonl"), output_dir=str(out), overwrite_output_dir=True,
         report_to=["none"], save_steps=0, dtype="bfloat16" if bf16 else "float32", **shared,
         **ours,
     )  # fmt: skip
+
+
+def run_directpo(data: Path, shared: dict, ours: dict, out: Path, bf16: bool) -> list[dict]:
+    from directpo.trainer import train
+
+    config = directpo_config(data, shared, ours, out, bf16)
     result = train(config, echo=lambda line: print(line, file=sys.stderr))
     # metrics.jsonl's eval/* are TRL's eval_* (trainer_state.json spells them so)
     return [{f"eval_{k[5:]}" if k.startswith("eval/") else k: v for k, v in row.items()}

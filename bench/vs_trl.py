@@ -9,7 +9,9 @@
 
 Precision is the same policy on both sides: float32 on CPU; on CUDA mixed precision, float32
 weights and optimizer state with bf16 compute (TRL: a float32 model with ``bf16=True``, its
-default; directpo: ``dtype: bfloat16``, a bf16 compute copy over float32 masters).
+default; directpo: ``dtype: bfloat16``, a bf16 compute copy over float32 masters). The frozen
+reference is not: TRL's is a float32 model like its policy, directpo's is held in bf16 (2 bytes
+a weight less: part of the peak-memory ratio on CUDA).
 
 ``--plan cpu`` (default): each (framework, model, data set) runs in its own subprocess, so peak
 RSS is its own; directpo and TRL at their defaults, gradient checkpointing as ``--gradient_
@@ -30,6 +32,7 @@ Both sides get max_length 4096; a pair longer than that stops the bench (``--sca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +103,39 @@ def memory_kind() -> str:
     return "allocated" if torch.cuda.is_available() else "RSS"
 
 
+@contextlib.contextmanager
+def transformers_patches_undone(model: str | None = None) -> Iterator[None]:
+    """Puts back every name a run rebinds in transformers' modeling modules. Liger's apply
+    functions (use_liger_kernel, on either side) replace a model type's rotary function, RMSNorm
+    and MLP classes module-wide, even when given one model: in the gpu plan's one process every
+    later run of that model type, "defaults" included, trained with Liger's kernels. ``model``:
+    its modeling module is imported first, so that it is among those saved."""
+    if model is not None:
+        import importlib
+
+        from transformers import AutoConfig
+
+        kind = AutoConfig.from_pretrained(model).model_type
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"transformers.models.{kind}.modeling_{kind}")
+    modules = {
+        name: module
+        for name, module in list(sys.modules.items())
+        if name.startswith("transformers.models.") and ".modeling_" in name and module
+    }
+    saved = {name: dict(vars(module)) for name, module in modules.items()}
+    try:
+        yield
+    finally:
+        for name, module in modules.items():
+            namespace = vars(module)
+            for key in [key for key in namespace if key not in saved[name]]:
+                del namespace[key]
+            for key, value in saved[name].items():
+                if namespace.get(key) is not value:
+                    namespace[key] = value
+
+
 def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
     """Train ``spec`` and return its timing (post-warmup step seconds) and peak memory."""
     import torch
@@ -108,18 +145,15 @@ def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    common = dict(
-        per_device_train_batch_size=spec.batch,
-        max_steps=spec.steps,
-        learning_rate=1e-5,
-        beta=0.1,
-        gradient_checkpointing=spec.gradient_checkpointing,
-        max_length=MAX_LENGTH,  # no truncation (check_lengths): both see whole sequences
-    )
-    if spec.framework == "directpo":
-        step_seconds, extra = _run_directpo(spec, common, cuda)
-    else:
-        step_seconds, extra = _run_trl(spec, common, cuda)
+    # the allocator's peak counts what an earlier run of the gpu plan's one process still holds
+    # (a leak would inflate every later row): said beside the peak, 0 when nothing was left
+    held_before = torch.cuda.memory_allocated() / 2**20 if cuda else None
+    common = shared_options(spec)
+    with transformers_patches_undone(spec.model):
+        if spec.framework == "directpo":
+            step_seconds, extra = _run_directpo(spec, common, cuda)
+        else:
+            step_seconds, extra = _run_trl(spec, common, cuda)
     measured = step_seconds[spec.warmup :] or step_seconds
     return {
         "name": spec.name,
@@ -129,25 +163,30 @@ def run(spec: RunSpec, own_process: bool = True) -> dict[str, Any]:
         "pairs_per_second": spec.batch / statistics.median(measured),
         "memory_mb": peak_memory_mb(own_process),
         "memory": memory_kind(),
+        "memory_held_before_mb": held_before,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         **extra,
     }
 
 
-def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict]:
-    import directpo.finish
-    import directpo.trainer as trainer
+def shared_options(spec: RunSpec) -> dict[str, Any]:
+    """The settings both sides are given, spelt alike (both configs take these names)."""
+    return dict(
+        per_device_train_batch_size=spec.batch,
+        max_steps=spec.steps,
+        learning_rate=1e-5,
+        beta=0.1,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        max_length=MAX_LENGTH,  # no truncation (check_lengths): both see whole sequences
+    )
+
+
+def directpo_config(spec: RunSpec, common: dict, options: dict, cuda: bool) -> Any:
+    """directpo's DPOConfig of a run: ``common`` and the run's own ``options`` (the bench's own
+    STATS option taken out), bf16 compute over float32 masters on CUDA, float32 on a CPU."""
     from directpo.config import DPOConfig
 
-    # the bench measures training, not writing a multi-GB folder at the end
-    directpo.finish.save_final_model = lambda *args, **kwargs: args[1]
-    options = dict(spec.options)
-    # the bench logs every step (its step times are the logged pairs/s), so directpo computes
-    # TRL's per-token statistics on every step, as TRL does; off: as on a step that does not log
-    stats = options.pop(STATS, True)
-    step = trainer.train_step
-    trainer.train_step = lambda run, index, measure=False: step(run, index, measure and stats)
-    config = DPOConfig(
+    return DPOConfig(
         model_name_or_path=spec.model,
         train_file=spec.data,
         output_dir=spec.out,
@@ -158,6 +197,35 @@ def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float],
         dtype="bfloat16" if cuda else "float32",
         **{**common, **options},
     )
+
+
+def trl_options(spec: RunSpec, common: dict, cuda: bool) -> dict[str, Any]:
+    """trl.DPOConfig's keywords of a run: a float32 model under bf16 autocast on CUDA (TRL's
+    mixed precision), float32 on a CPU (TRL's default bf16=True refuses a CPU)."""
+    return dict(
+        output_dir=spec.out,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        bf16=cuda,
+        use_cpu=not cuda,
+        **{**common, **spec.options},
+    )
+
+
+def _run_directpo(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict]:
+    import directpo.finish
+    import directpo.trainer as trainer
+
+    # the bench measures training, not writing a multi-GB folder at the end
+    directpo.finish.save_final_model = lambda *args, **kwargs: args[1]
+    options = dict(spec.options)
+    # the bench logs every step (its step times are the logged pairs/s), so directpo computes
+    # TRL's per-token statistics on every step, as TRL does; off: as on a step that does not log
+    stats = options.pop(STATS, True)
+    step = trainer.train_step
+    trainer.train_step = lambda run, index, measure=False: step(run, index, measure and stats)
+    config = directpo_config(spec, common, options, cuda)
     lines: list[str] = []
     try:
         result = trainer.train(config, echo=lines.append)
@@ -208,15 +276,7 @@ def _run_trl(spec: RunSpec, common: dict, cuda: bool) -> tuple[list[float], dict
         folder = Path(spec.data).parent
         dataset = dataset.map(lambda row: {"images": [str(folder / p) for p in row["images"]]})
         dataset = dataset.cast_column("images", datasets.Sequence(datasets.Image()))
-    config = trl.DPOConfig(
-        output_dir=spec.out,
-        report_to="none",
-        logging_steps=1,
-        save_strategy="no",
-        bf16=cuda,
-        use_cpu=not cuda,
-        **{**common, **spec.options},
-    )
+    config = trl.DPOConfig(**trl_options(spec, common, cuda))
     clock = StepClock()
     auto_model = AutoModelForImageTextToText if vision else AutoModelForCausalLM
     auto_processing = AutoProcessor if vision else AutoTokenizer
@@ -410,7 +470,9 @@ def _mb(result: dict[str, Any]) -> str:
     """The peak as measured and what it is, or why it is not there."""
     if result.get("memory_mb") is None:
         return "memory n/a (one process for every run: no per-run peak RSS on a CPU)"
-    return f"{result['memory_mb']:.0f} MB {result.get('memory', '')}".rstrip()
+    held = result.get("memory_held_before_mb") or 0
+    before = f" ({held:.0f} MB of it held before the run)" if held >= 1 else ""
+    return f"{result['memory_mb']:.0f} MB {result.get('memory', '')}".rstrip() + before
 
 
 def table(results: list[dict[str, Any]]) -> None:
@@ -465,6 +527,12 @@ def check_args(args: argparse.Namespace) -> str | None:
         unknown = [name for name in given.split(",") if given and name not in known]
         if unknown:
             return f"{option}: unknown {unknown}; known: {', '.join(known)}"
+    models, data_sets = args.models.split(","), args.sets.split(",")
+    if gpu and "tiny-vlm" in models:  # its data would have no images (gpu_plan makes text pairs)
+        return "--models tiny-vlm is for --plan cpu (--sets image-prompt: pairs with images)"
+    if "image-prompt" in data_sets and models != ["tiny-vlm"]:
+        # pairs with images only for the vision model: another's rows were text, named so
+        return "--sets image-prompt is for --models tiny-vlm alone (its pairs carry images)"
     if args.runs and not gpu:
         return "--runs is for --plan gpu (the cpu plan runs directpo and TRL at their defaults)"
     if gpu and (args.directpo_options or args.gradient_checkpointing is not None):
@@ -530,8 +598,9 @@ def main() -> None:
         return
     args.gradient_checkpointing = args.gradient_checkpointing or "true"
     print(
-        "precision: directpo dtype bfloat16 (bf16 compute copy, float32 masters) vs TRL float32 "
-        "model + bf16=True (autocast) on CUDA; float32 for both on CPU",
+        "precision: directpo dtype bfloat16 (bf16 compute copy, float32 masters, bf16 reference) "
+        "vs TRL float32 model + bf16=True (autocast, float32 reference) on CUDA; float32 for "
+        "both on CPU",
         flush=True,
     )
     work = Path(tempfile.mkdtemp(prefix="directpo-bench-"))

@@ -8,6 +8,7 @@ virtual clock (each part "takes" its limit, or DRY_SECONDS) and prints what it w
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 import subprocess
@@ -129,6 +130,10 @@ def test_the_benchmarks_options_are_checked_before_any_model() -> None:
     assert "--plan cpu" in vs_trl.check_args(_args(vs_trl, plan="gpu", directpo_options="{}"))
     assert "no step would be timed" in vs_trl.check_args(_args(vs_trl, steps=3, warmup=3))
     assert "JSON object" in vs_trl.check_args(_args(vs_trl, directpo_options="[1]"))
+    # a vision model's rows without images, or text models' rows named image-prompt
+    assert "--plan cpu" in vs_trl.check_args(_args(vs_trl, plan="gpu", models="tiny-vlm"))
+    assert "tiny-vlm alone" in vs_trl.check_args(_args(vs_trl, sets="image-prompt"))
+    assert vs_trl.check_args(_args(vs_trl, models="tiny-vlm", sets="image-prompt")) is None
 
 
 def _args(vs_trl: ModuleType, **given: object) -> object:
@@ -267,3 +272,249 @@ def test_fsdp_memorys_device_is_cpu_or_cuda() -> None:
     )
     assert done.returncode == 2
     assert "invalid choice: 'gpu'" in done.stderr
+
+
+def _each_run(vs_trl: ModuleType, cuda: bool) -> list[tuple[str, object, dict]]:
+    """(framework, spec, config fields) of every gpu-plan run, built as vs_trl.run builds them;
+    TRL's are checked as trl.DPOConfig's keywords (its bf16 refuses a machine without CUDA)."""
+    import dataclasses
+
+    trl = pytest.importorskip("trl")
+    built = []
+    for framework, name, checkpointing, options in vs_trl.MAIN_RUNS + vs_trl.ABLATIONS:
+        spec = vs_trl.RunSpec(
+            framework, name, "model", "pairs.jsonl", "/tmp/directpo-bench-test", 8, 4, 3,
+            checkpointing, options,
+        )  # fmt: skip
+        common = vs_trl.shared_options(spec)
+        if framework == "directpo":
+            own = {k: v for k, v in options.items() if k != vs_trl.STATS}
+            config = vs_trl.directpo_config(spec, common, own, cuda)
+            fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        else:
+            fields = vs_trl.trl_options(spec, common, cuda)
+            # a keyword TRL renamed or dropped fails here, not minutes into a lent GPU's call
+            unknown = set(fields) - {f.name for f in dataclasses.fields(trl.DPOConfig)}
+            assert not unknown, f"{name}: trl.DPOConfig takes no {sorted(unknown)}"
+            checked = {**fields, "bf16": False, "use_cpu": True} if cuda else fields
+            config = trl.DPOConfig(**checked)
+            fields = {**vars(config), "bf16": fields["bf16"]}
+        built.append((framework, spec, fields))
+    return built
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_both_sides_of_every_run_get_the_same_batch_steps_length_and_precision(
+    cuda: bool,
+) -> None:
+    """A ratio between unequal setups is a false claim: every run's config, directpo's and TRL's,
+    has the same batch, steps, learning rate, beta, max_length (no truncation) and
+    accumulation, and the same precision policy (bf16 compute on CUDA, float32 on a CPU)."""
+    vs_trl = _bench("vs_trl")
+    same = ("per_device_train_batch_size", "max_steps", "learning_rate", "beta", "max_length",
+            "gradient_accumulation_steps", "logging_steps")  # fmt: skip
+    runs = _each_run(vs_trl, cuda)
+    assert {framework for framework, _, _ in runs} == {"directpo", "trl"}
+    first = runs[0][2]
+    for framework, spec, fields in runs:
+        assert {key: fields[key] for key in same} == {key: first[key] for key in same}, spec.name
+        assert fields["max_length"] == vs_trl.MAX_LENGTH
+        assert fields["gradient_checkpointing"] == spec.gradient_checkpointing, spec.name
+        if framework == "directpo":
+            assert fields["dtype"] == ("bfloat16" if cuda else "float32"), spec.name
+            assert fields["master_weights"] == "float32"  # float32 masters, as TRL's weights
+        else:
+            assert fields["bf16"] is cuda and not fields.get("fp16"), spec.name
+
+
+# a documented command: `python bench/NAME.py ...` or `bash bench/gpu.sh ...`, up to its closing
+# backtick (a command may wrap onto the next line of its paragraph)
+COMMAND = re.compile(r"(?:python3?|bash) bench/(\w+)\.(?:py|sh)\b((?:[^`\n]|\n(?!\n))*)")
+
+
+def _documented_commands() -> list[tuple[str, str, str]]:
+    """(document, script, its arguments) of every bench command README.md and docs/ show."""
+    found = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for script, rest in COMMAND.findall(doc.read_text()):
+            found.append((doc.name, script, " ".join(rest.split())))
+    return found
+
+
+def _flags(script: str) -> set[str]:
+    source = (ROOT / "bench" / f"{script}.py").read_text()
+    return set(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", source))
+
+
+def test_the_documented_bench_commands_use_the_scripts_real_options() -> None:
+    """A documented command whose flag the script does not take (renamed, or never there) fails
+    the moment a user copies it, or minutes into a lent GPU's one call."""
+    import shlex
+
+    vs_trl = _bench("vs_trl")
+    commands = _documented_commands()
+    assert {script for _, script, _ in commands} >= {"vs_trl", "gpu", "trl_curves", "gpu_smoke"}
+    gpu_sh = (ROOT / "bench" / "gpu.sh").read_text()
+    gpu_defaults = shlex.split(re.search(r"bench_args=\(([^)]*)", gpu_sh).group(1))
+    gpu_defaults.remove("$@")  # (where the documented arguments go)
+    for doc, script, rest in commands:
+        where = f"{doc}: bench/{script} {rest}"
+        if script == "gpu_smoke":
+            group = rest.split()[0] if rest else ""
+            assert group in ("", *_bench_groups()), where
+            continue
+        if script == "gpu_wheels":
+            continue
+        known = _flags("vs_trl" if script == "gpu" else script)
+        unknown = [f for f in re.findall(r"(?<![\w-])--[a-z_]+", rest) if f not in known]
+        assert not unknown, f"{where}: no {unknown}"
+        if script in ("vs_trl", "gpu") and "..." not in rest and "[" not in rest:
+            # run names, model names and set names checked as the script checks them
+            argv = shlex.split(rest) + (gpu_defaults if script == "gpu" else [])
+            sys_argv, sys.argv = sys.argv, ["vs_trl.py", *argv, "--check"]
+            try:
+                vs_trl.main()
+            except SystemExit as stopped:
+                pytest.fail(f"{where}: exits {stopped.code}")
+            finally:
+                sys.argv = sys_argv
+
+
+def _bench_groups() -> tuple[str, ...]:
+    source = (ROOT / "bench" / "gpu_smoke.py").read_text()
+    return tuple(re.findall(r"\"(\w+)\"", re.search(r"GROUPS = \(([^)]*)\)", source).group(1)))
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["gpu_smoke.py"], "gpu_smoke.py (all checks) needs a CUDA device"),
+        (["gpu_smoke.py", "compile"], "gpu_smoke.py compile needs a CUDA device"),
+        (["fsdp_memory.py", "--device", "cuda", "--worlds", "1"], "needs a CUDA device per"),
+    ],
+)
+def test_a_bench_that_needs_cuda_says_so_in_one_line_without_one(
+    argv: list[str], said: str
+) -> None:
+    """Was an AssertionError's traceback (gpu_smoke), or torchrun's workers' tracebacks after
+    building a 2 GB model (fsdp_memory)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs them")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / argv[0]), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert done.returncode == 1
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_table_says_directpo_over_trl_for_speed_and_memory(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The ratios are directpo / TRL, both ways: pairs/s (above 1: directpo faster) and peak
+    memory (below 1: directpo smaller), as docs/performance.md reads them."""
+    vs_trl = _bench("vs_trl")
+    flops = {"directpo": 1.0, "trl": 2.0}
+    row = dict(model="tiny", data="long-prompt", device="cpu", flops=flops, memory="RSS")
+    vs_trl.table(
+        [
+            {**row, "name": "directpo defaults", "framework": "directpo",
+             "pairs_per_second": 3.0, "memory_mb": 500.0},
+            {**row, "name": "trl defaults", "framework": "trl",
+             "pairs_per_second": 1.5, "memory_mb": 1000.0},
+        ]
+    )  # fmt: skip
+    line = next(x for x in capsys.readouterr().out.splitlines() if "directpo defaults" in x)
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[3:8] == ["3.00", "2.00x", "n/a", "500", "0.50x"]
+
+
+@pytest.mark.parametrize("recipe", ["lora", "full", "lora-sft", "lora-truncate", "full-bf16"])
+def test_trl_curves_recipes_give_both_sides_the_same_settings(recipe: str, tmp_path: Path) -> None:
+    """Each recipe's shared options are taken by trl.DPOConfig (a keyword TRL renamed failed
+    only after the first side had trained) and by directpo's, with the same values on both."""
+    import dataclasses
+
+    trl = pytest.importorskip("trl")
+    curves = _bench("trl_curves")
+    shared, theirs, ours = curves.recipe(recipe, 4)
+    options = curves.trl_options(shared, tmp_path / "trl", bf16=False)
+    unknown = set(options) - {f.name for f in dataclasses.fields(trl.DPOConfig)}
+    assert not unknown, f"trl.DPOConfig takes no {sorted(unknown)}"
+    theirs_config = trl.DPOConfig(**options)
+    ours_config = curves.directpo_config(tmp_path, shared, ours, tmp_path / "dpo", bf16=False)
+    for key, value in shared.items():
+        assert getattr(theirs_config, key) == getattr(ours_config, key) == value, key
+    assert (theirs.get("peft") is None) == (ours.get("lora_r") is None)
+    assert theirs.get("peft") == ours.get("lora_r")  # the same rank, alpha 16 on both
+
+
+def test_memory_an_earlier_run_still_holds_is_said_beside_the_peak() -> None:
+    """The gpu plan runs everything in one process: the allocator's peak of a run includes
+    what an earlier run left allocated, so the line says how much of it was there before."""
+    vs_trl = _bench("vs_trl")
+    leaked = {"memory_mb": 9000.0, "memory": "allocated", "memory_held_before_mb": 1500.0}
+    assert vs_trl._mb(leaked) == "9000 MB allocated (1500 MB of it held before the run)"
+    assert vs_trl._mb({**leaked, "memory_held_before_mb": 0.0}) == "9000 MB allocated"
+    assert vs_trl._mb({"memory_mb": 500.0, "memory": "RSS"}) == "500 MB RSS"
+
+
+def test_both_sides_train_two_steps_on_the_same_pairs_to_the_same_loss(
+    tiny_model_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer's call as the bench makes it (TRL's DPOTrainer, its dataset, the step clock) runs
+    with the installed TRL, and both sides see the same pairs, batch, learning rate and beta:
+    after one update their second step's loss is the same (float32, no checkpointing)."""
+    pytest.importorskip("trl")
+    import directpo.finish
+
+    vs_trl = _bench("vs_trl")
+    workloads = sys.modules["workloads"]  # the one vs_trl imported
+    monkeypatch.setattr(directpo.finish, "save_final_model", directpo.finish.save_final_model)
+    data = tmp_path / "pairs.jsonl"
+    workloads.make_data(data, 8, 4, 2, seed=0)
+    results = {}
+    for framework in ("directpo", "trl"):
+        spec = vs_trl.RunSpec(
+            framework, f"{framework} defaults", str(tiny_model_dirs["llama"]), str(data),
+            str(tmp_path / framework), 2, 1, 1, False, {},
+        )  # fmt: skip
+        results[framework] = vs_trl.run(spec, own_process=False)
+        assert len(results[framework]["step_seconds"]) == 2, framework
+    assert results["directpo"]["loss"] != pytest.approx(math.log(2), abs=1e-9)  # it moved
+    assert results["directpo"]["loss"] == pytest.approx(results["trl"]["loss"], abs=1e-5)
+
+
+def test_a_run_that_patches_transformers_modules_leaves_them_as_they_were(
+    tiny_model_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Liger's apply functions (the "liger" ablations) replace a model type's RMSNorm and MLP
+    classes and rotary function module-wide: every later run of the gpu plan's one process,
+    the other models' "defaults" rows included, trained with Liger's kernels."""
+    from transformers.models.llama import modeling_llama
+
+    vs_trl = _bench("vs_trl")
+    before = (modeling_llama.LlamaRMSNorm, modeling_llama.apply_rotary_pos_emb)
+    for name in ("LlamaRMSNorm", "apply_rotary_pos_emb"):  # put back by pytest should it fail
+        monkeypatch.setattr(modeling_llama, name, getattr(modeling_llama, name))
+
+    def patching_run(spec: object, common: dict, cuda: bool) -> tuple[list[float], dict]:
+        modeling_llama.LlamaRMSNorm = type("LigerRMSNorm", (), {})  # as Liger's apply does
+        modeling_llama.apply_rotary_pos_emb = lambda *args: args
+        modeling_llama.liger_added = True
+        return [1.0, 1.0], {"loss": 0.69}
+
+    monkeypatch.setattr(vs_trl, "_run_directpo", patching_run)
+    spec = vs_trl.RunSpec(
+        "directpo", "directpo liger", str(tiny_model_dirs["llama"]), str(tmp_path / "d.jsonl"),
+        str(tmp_path / "out"), 2, 1, 1, False, {"use_liger_kernel": True},
+    )  # fmt: skip
+    assert vs_trl.run(spec, own_process=False)["loss"] == 0.69
+    assert (modeling_llama.LlamaRMSNorm, modeling_llama.apply_rotary_pos_emb) == before
+    assert not hasattr(modeling_llama, "liger_added")
