@@ -476,6 +476,29 @@ def test_openrlhfs_grouped_steps_are_said_as_the_option_their_value_is(capsys) -
     assert "--eval.steps: give --eval_steps 50" in err and "give --save_steps 100" in err
 
 
+def test_openrlhfs_script_defaults_say_when_their_option_applies(tmp_path, capsys) -> None:
+    """train_dpo_llama.sh's --eval.steps -1 (no --eval.dataset) was told 'give --eval_strategy
+    epoch', which a run without held-out pairs refuses ('nothing to evaluate'), and
+    --ckpt.load_enable 'give --resume_from_checkpoint latest', which a first run refuses ('no
+    checkpoint ... to resume'; OpenRLHF resumes only where one exists): each says when it
+    applies."""
+    assert main(["train", "--eval.steps", "-1", "--ckpt.load_enable"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert (
+        "  --eval.steps: give --eval_strategy epoch with held-out pairs (--eval_file), or remove "
+        "it: without them it evaluates nothing (OpenRLHF's -1)" in lines
+    )
+    assert (
+        "  --ckpt.load_enable: give --resume_from_checkpoint latest to continue a run whose "
+        "--output_dir holds a checkpoint; a first run: remove it" in lines
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("ckpt.load_enable: true\n")
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "set resume_from_checkpoint: latest to continue a run whose output_dir holds" in err
+
+
 def test_transformers_example_scripts_max_train_samples_says_what_to_do(capsys) -> None:
     """``--max_train_samples 1000`` (transformers' example scripts, the alignment handbook) got
     "did you mean 'max_eval_samples'?", the held-out set's limit: a wrong lead."""
