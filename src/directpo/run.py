@@ -237,7 +237,10 @@ def _echo_start_notes(
         and model_drops_out(models.policy, getattr(reference, "adapter", None))
     )
     eval_float32 = models.eval_float32
-    for note in start_notes(config, total_steps, lora, eval_float32, schedule, live, drops_out):
+    notes = start_notes(
+        config, total_steps, lora, eval_float32, schedule, live, drops_out, peft_config
+    )
+    for note in notes:
         echo(note)
 
 
