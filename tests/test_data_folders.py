@@ -41,7 +41,7 @@ def test_snapshot_folder_advice_fits_score(tmp_path, capsys):
 
 
 def _hub_snapshot(root, splits: dict[str, int]) -> None:
-    """A folder as huggingface-cli download leaves one: data/{split}-0000i-of-0000n.parquet."""
+    """A folder as hf download leaves one: data/{split}-0000i-of-0000n.parquet."""
     (root / "data").mkdir(parents=True)
     for split, shards in splits.items():
         for shard in range(shards):

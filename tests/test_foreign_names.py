@@ -154,7 +154,10 @@ def test_a_torchtune_recipe_says_each_component_as_directpo_options(tmp_path, ca
     assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err
     lines = {line.strip().split(":", 1)[0]: line for line in err.splitlines()[1:]}
-    assert "lora_r: 8, lora_alpha: 16, lora_dropout: 0.0" in lines["model"]
+    assert (
+        "lora_r: 8, lora_alpha: 16, lora_dropout: 0.0, "
+        "lora_target_modules: [q_proj, v_proj, o_proj]" in lines["model"]
+    )
     assert "set max_length: 1024" in lines["tokenizer"]
     assert "model_name_or_path: /tmp/Meta-Llama-3.1-8B-Instruct" in lines["checkpointer"]
     assert (
@@ -166,6 +169,43 @@ def test_a_torchtune_recipe_says_each_component_as_directpo_options(tmp_path, ca
     assert "loss_type: sigmoid): set beta: 0.05, label_smoothing: 0.1" in lines["loss"]
     assert "report_to" in lines["metric_logger"] and "max_steps" in lines["max_steps_per_epoch"]
     assert "did you mean" not in err and "must be a string" not in err and len(lines) == 9
+
+
+def test_a_torchtune_components_left_out_values_and_lora_modules_are_said(tmp_path, capsys) -> None:
+    """torchtune's LoRA DPO recipes adapt [q_proj, v_proj, output_proj] and the MLP, which the
+    model's line said as 'lora_target_modules: all-linear by default' (k_proj adapted too), a
+    lora_* model without lora_rank got no adapter options (a full fine-tune), a bare DPOLoss
+    'set beta' (no value), RSOLoss 'beta: GAMMA' and AdamW without weight_decay no decay
+    (torch's is 0.01; directpo's 0.0): each says the value torchtune trains with."""
+    recipe = tmp_path / "lora_dpo.yaml"
+    recipe.write_text(
+        "model:\n  _component_: torchtune.models.llama3_1.lora_llama3_1_8b\n"
+        "  lora_attn_modules: ['q_proj', 'v_proj', 'output_proj']\n  apply_lora_to_mlp: True\n"
+        "  apply_lora_to_output: False\n"
+        "optimizer: {_component_: torch.optim.AdamW, lr: 5e-4}\n"
+        "loss: {_component_: torchtune.rlhf.loss.DPOLoss}\n"
+    )
+    assert main(["train", str(recipe)]) == 2
+    lines = {line.strip().split(":", 1)[0]: line for line in capsys.readouterr().err.splitlines()}
+    assert lines["model"].endswith(
+        "its adapters: set lora_r: 8, lora_alpha: 16, lora_dropout: 0.0, lora_target_modules: "
+        "[q_proj, v_proj, o_proj, gate_proj, up_proj, down_proj] (the modules it adapts, by "
+        "their Hugging Face names)"
+    )
+    assert "set learning_rate: 5e-4, weight_decay: 0.01 (AdamW" in lines["optimizer"]
+    assert lines["loss"].endswith("(loss_type: sigmoid): set beta: 0.1")
+    recipe.write_text(
+        "model:\n  _component_: torchtune.models.llama3_1.qlora_llama3_1_8b\n"
+        "  lora_attn_modules: [q_proj, k_proj, v_proj, output_proj]\n  apply_lora_to_mlp: true\n"
+        "  use_dora: true\nloss: {_component_: torchtune.rlhf.loss.RSOLoss}\n"
+    )
+    assert main(["train", str(recipe)]) == 2
+    lines = {line.strip().split(":", 1)[0]: line for line in capsys.readouterr().err.splitlines()}
+    assert lines["model"].endswith(
+        "set lora_r: 8, lora_alpha: 16, lora_dropout: 0.0, use_dora: true, load_in_4bit: true "
+        "(lora_target_modules: all-linear, the default)"
+    )
+    assert lines["loss"].endswith("set loss_type: hinge, beta: 0.1 (RSO's gamma)")
 
 
 def test_torchtunes_plain_keys_of_the_same_meaning_are_the_options(tmp_path, built) -> None:
@@ -443,6 +483,29 @@ def test_openrlhfs_grouped_steps_are_said_as_the_option_their_value_is(capsys) -
     assert main(["train", "--eval.steps", "50", "--ckpt.save_steps", "100"]) == 2
     err = capsys.readouterr().err
     assert "--eval.steps: give --eval_steps 50" in err and "give --save_steps 100" in err
+
+
+def test_openrlhfs_script_defaults_say_when_their_option_applies(tmp_path, capsys) -> None:
+    """train_dpo_llama.sh's --eval.steps -1 (no --eval.dataset) was told 'give --eval_strategy
+    epoch', which a run without held-out pairs refuses ('nothing to evaluate'), and
+    --ckpt.load_enable 'give --resume_from_checkpoint latest', which a first run refuses ('no
+    checkpoint ... to resume'; OpenRLHF resumes only where one exists): each says when it
+    applies."""
+    assert main(["train", "--eval.steps", "-1", "--ckpt.load_enable"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert (
+        "  --eval.steps: give --eval_strategy epoch with held-out pairs (--eval_file), or remove "
+        "it: without them it evaluates nothing (OpenRLHF's -1)" in lines
+    )
+    assert (
+        "  --ckpt.load_enable: give --resume_from_checkpoint latest to continue a run whose "
+        "--output_dir holds a checkpoint; a first run: remove it" in lines
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("ckpt.load_enable: true\n")
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "set resume_from_checkpoint: latest to continue a run whose output_dir holds" in err
 
 
 def test_transformers_example_scripts_max_train_samples_says_what_to_do(capsys) -> None:

@@ -146,6 +146,32 @@ def test_cuda_kernels_that_are_not_installed_are_refused_before_loading(monkeypa
     check_device(config, "cuda")
 
 
+def test_qlora_off_cuda_or_without_bitsandbytes_is_refused_before_loading(monkeypatch) -> None:
+    """The alignment-handbook's config_qlora.yaml (load_in_4bit: true) on a CPU machine was
+    told flash_attention_2 runs on CUDA only, then, that fixed, 'load_in_4bit/load_in_8bit need
+    bitsandbytes' only when the model loaded, after the data was read and tokenized: both are
+    said before anything loads, in one pass; without bitsandbytes on CUDA too."""
+    installed: set[str] = {"flash_attn"}
+    monkeypatch.setattr(directpo.device_checks, "_installed", lambda module: module in installed)
+    config = DPOConfig(
+        model_name_or_path="m", lora_r=8, load_in_4bit=True, attn_implementation="flash_attention_2"
+    )
+    with pytest.raises(ConfigError) as refused:
+        check_device(config, "cpu")
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "2 options cannot be used:"
+    assert "attn_implementation: flash_attention_2 runs on CUDA only" in lines[1]
+    assert lines[2] == (
+        "  load_in_4bit: true needs a CUDA GPU (bitsandbytes' quantized kernels), and this run "
+        "is on cpu; remove load_in_4bit to train LoRA without quantization"
+    )
+    eight_bit = DPOConfig(model_name_or_path="m", lora_r=8, load_in_8bit=True)
+    with pytest.raises(ConfigError, match="^load_in_8bit: true needs bitsandbytes: pip install"):
+        check_device(eight_bit, "cuda")
+    installed.add("bitsandbytes")
+    check_device(eight_bit, "cuda")
+
+
 def test_eval_strategy_no_names_the_held_out_data_given(tmp_path: Path) -> None:
     """train(eval_dataset=...) under a TRL config's eval_strategy "no" (its default) was told
     of held-out data "(eval_file / eval_generate)", neither of which it set: the line names

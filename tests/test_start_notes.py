@@ -40,6 +40,23 @@ def test_a_constant_schedule_with_warmup_says_it_warms_up_where_trl_would_not() 
     assert start_notes(DPOConfig(warmup_steps=2), 4, lora=False) == []  # linear: TRL's too
 
 
+def test_trls_use_peft_at_all_linear_says_trl_adapts_peafts_choice() -> None:
+    """trl/scripts/dpo.py's --use_peft --lora_r 32 trained every linear layer here (directpo's
+    all-linear) and q_proj, v_proj in TRL (peft's choice for Llama) without a word: a start
+    line says so, with the setting for TRL's adapters; not where the modules are given, nor
+    for directpo's own lora_r."""
+    (note,) = start_notes(DPOConfig(use_peft=True, lora_r=32), 4, lora=True)
+    assert note.startswith("use_peft trains adapters on every linear layer here")
+    assert "(lora_target_modules: all-linear, directpo's default)" in note
+    assert note.endswith("lora_target_modules: null for TRL's adapters")
+    chosen = DPOConfig(use_peft=True, lora_target_modules=["q_proj", "v_proj"])
+    assert start_notes(chosen, 4, lora=True) == []
+    assert start_notes(DPOConfig(use_peft=True, lora_target_modules=None), 4, lora=True) == []
+    assert start_notes(DPOConfig(lora_r=32), 4, lora=True) == []
+    # train(config, peft_config=LoraConfig(...)): its target_modules are the run's
+    assert start_notes(DPOConfig(use_peft=True), 4, lora=True, peft_config=object()) == []
+
+
 def test_lora_dropout_under_disable_dropout_is_said_once_where_trl_would_zero_it() -> None:
     config = DPOConfig(lora_r=8, lora_dropout=0.05)
     (note,) = start_notes(config, 4, lora=True)

@@ -4,6 +4,7 @@ once, one line each (trl_compat.py)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import math
 import os
@@ -551,6 +552,20 @@ def test_a_trl_scripts_dpoconfig_call_ports_as_written() -> None:
         DPOConfig(model_name_or_path="m", lerning_rate=1e-6)
     with pytest.raises(ConfigError, match="^DPOConfig: push_to_hub=True is not supported"):
         DPOConfig(model_name_or_path="m", push_to_hub=True)
+
+
+def test_the_upload_command_push_to_hub_names_is_installed() -> None:
+    """push_to_hub: true told users to run `huggingface-cli upload REPO OUTPUT_DIR`, a command
+    huggingface_hub 1.0 removed (`hf upload` replaced it): the command named is a console script
+    the installed huggingface_hub provides, in the refusal and in hub_model_id's help."""
+    installed = {entry.name for entry in importlib.metadata.entry_points(group="console_scripts")}
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(model_name_or_path="m", push_to_hub=True)
+    command = str(refused.value).split("after training run: ")[1].split()[0]
+    assert command == "hf" and command in installed
+    help_text = next(f for f in dataclasses.fields(DPOConfig) if f.name == "hub_model_id")
+    assert "hf upload REPO OUTPUT_DIR" in help_text.metadata["help"]
+    assert "huggingface-cli" not in help_text.metadata["help"]
 
 
 def test_an_online_dpo_config_ports_with_trls_names(tmp_path) -> None:

@@ -738,7 +738,7 @@ class DPOConfig(Options):
     hub_model_id: str | None = option(
         None,
         "The Hub repository output_dir is meant for, user/name (TRL's option; directpo does "
-        "not upload: huggingface-cli upload REPO OUTPUT_DIR): the model card's code loads it "
+        "not upload: hf upload REPO OUTPUT_DIR): the model card's code loads it "
         "from there, not from the local folder.",
     )
     save_steps: float = option(

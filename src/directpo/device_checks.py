@@ -1,6 +1,6 @@
 """The options a run's device or process count cannot train with, refused before any data or
-model loads: CUDA-only kernels off CUDA, a kernel's package not installed, a device_map under
-torchrun."""
+model loads: CUDA-only kernels (and QLoRA's quantization) off CUDA, a kernel's package not
+installed, a device_map under torchrun."""
 
 from __future__ import annotations
 
@@ -57,7 +57,19 @@ def _kernels_missing(config: DPOConfig) -> list[str]:
             "flash-attn --no-build-isolation, or pip install kernels for the Hub's build); or "
             f"{spell_setting(('attn_implementation', 'auto'))}"
         )
+    if (quantized := _quantized(config)) and not _installed("bitsandbytes"):
+        problems.append(
+            f"{said(quantized, True)} needs bitsandbytes: pip install bitsandbytes, or remove "
+            f"{spell_given(quantized, True)} (LoRA without quantization)"
+        )
     return problems
+
+
+def _quantized(config: DPOConfig) -> str | None:
+    """The QLoRA option set (load_in_4bit or load_in_8bit), or None: bitsandbytes refused it
+    only when the model loaded, after the data was read and tokenized (the alignment-handbook's
+    config_qlora.yaml on a machine without a GPU: its flash_attention_2 fixed, a second run)."""
+    return next((name for name in ("load_in_4bit", "load_in_8bit") if getattr(config, name)), None)
 
 
 def _cuda_only(config: DPOConfig, device_type: str) -> list[str]:
@@ -81,6 +93,12 @@ def _cuda_only(config: DPOConfig, device_type: str) -> list[str]:
         problems.append(
             f"use_liger_kernel: Liger's kernels are Triton kernels for CUDA, and this run is "
             f"on {device_type}; remove {spell_given('use_liger_kernel', True)}"
+        )
+    if quantized := _quantized(config):
+        problems.append(
+            f"{said(quantized, True)} needs a CUDA GPU (bitsandbytes' quantized kernels), and "
+            f"this run is on {device_type}; remove {spell_given(quantized, True)} to train LoRA "
+            "without quantization"
         )
     return problems
 

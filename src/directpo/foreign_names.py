@@ -152,11 +152,14 @@ def _unless_one(hint: Hint) -> Callable[[Any], str]:
     return lambda value: "" if _off(value) or str(value) == "1" else _text(hint)
 
 
-def _steps(value: Any, option: str, never: tuple[str, str], otherwise: Hint) -> str:
+def _steps(
+    value: Any, option: str, never: tuple[str, str], otherwise: Hint, after: Hint = ""
+) -> str:
     """OpenRLHF's grouped save / eval steps, said as the option their value is: -1 (its
-    default) as the strategy asking for it, N as ``option: N``."""
+    default) as the strategy asking for it (``after``: when it asks for it), N as
+    ``option: N``."""
     if str(value).strip() == "-1":
-        return f"{spell_setting(never)} (OpenRLHF's -1)"
+        return f"{spell_setting(never)}{_text(after)} (OpenRLHF's -1)"
     if str(value).strip().isdigit():
         return spell_setting((option, int(str(value).strip())))
     return _text(otherwise)
@@ -361,7 +364,15 @@ OFFLOAD = lambda: f"{said('fsdp_offload')} keeps optimizer state in CPU memory (
 REF_ONCE = lambda: (  # noqa: E731
     f"{said('precompute_ref_log_probs')} runs the reference once before training and frees it"
 )
-RESUME = _use(("resume_from_checkpoint", "latest"))
+# OpenRLHF's load_enable resumes only where a checkpoint exists (a first run starts anew);
+# 'latest' refuses a folder without one, so the hint says when to give it
+RESUME = _use(
+    ("resume_from_checkpoint", "latest"),
+    then=lambda: (
+        f" to continue a run whose {spell_name('output_dir')} holds a checkpoint; a first run: "
+        "remove it"
+    ),
+)
 KEEP = _use("save_total_limit", then=" (a number of checkpoints)")
 # key: what it means here, as a function of its value ("": accepted, it asks for what
 # directpo does anyway)
@@ -433,6 +444,12 @@ REFUSED: dict[str, Callable[[Any], str]] = {
         "eval_steps",
         ("eval_strategy", "epoch"),
         lambda: f"{spell_setting('eval_steps')} (or {said('eval_strategy', 'epoch')})",
+        # OpenRLHF evaluates once an epoch only with --eval.dataset, and nothing without one:
+        # 'give --eval_strategy epoch' alone was then refused ('nothing to evaluate')
+        lambda: (
+            f" with held-out pairs ({spell_name('eval_file')}), or remove it: without them "
+            "it evaluates nothing"
+        ),
     ),
     "ckpt.save_hf": _always(""),  # every checkpoint and the final folder are HF folders
     "disable_fast_tokenizer": _unless_off("directpo loads the model folder's tokenizer as it is"),

@@ -243,7 +243,10 @@ def _echo_start_notes(
     adapters = lora or hasattr(models.policy, "peft_config")
     if note := learning_rate_note(config.learning_rate, adapters):
         echo(note)
-    for note in start_notes(config, total_steps, lora, eval_float32, schedule, live, drops_out):
+    notes = start_notes(
+        config, total_steps, lora, eval_float32, schedule, live, drops_out, peft_config
+    )
+    for note in notes:
         echo(note)
 
 

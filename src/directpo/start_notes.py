@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from directpo.callers import spell_change, spell_option
+from directpo.model_locations import is_adapter_folder
 from directpo.preference_pairs import counted
 
 
@@ -21,13 +22,15 @@ def start_notes(
     schedule: Any = None,
     policy_reference: bool = False,
     drops_out: bool = True,
+    peft_config: Any = None,
 ) -> list[str]:
     """The lines a run of ``total_steps`` says at start; ``lora``: it trains adapters (lora_r,
     or a peft_config); ``eval_float32``: its held-out pairs are evaluated in float32;
     ``schedule``: its file's ``batching.DataSchedule`` (None: online rounds);
     ``policy_reference``: its reference log-probs are the policy's own forward (adapters off,
     or its ``ref`` adapter), computed as it trains; ``drops_out``: the policy has dropout
-    that acts in training mode (``model_drops_out``)."""
+    that acts in training mode (``model_drops_out``); ``peft_config``: train()'s, which
+    chooses the adapted modules itself."""
     notes = []
     if note := _short_step_note(config, schedule, total_steps):
         notes.append(note)
@@ -76,6 +79,14 @@ def start_notes(
             f"lora_dropout {config.lora_dropout:g} acts although disable_dropout is on (TRL's "
             f"disable_dropout would set it to 0): {_named('lora_dropout', 0.0)} for TRL's training"
         )
+    if lora and peft_config is None and _trl_peft_targets_differ(config):
+        notes.append(
+            "use_peft trains adapters on every linear layer here "
+            f"({_named('lora_target_modules', 'all-linear')}, directpo's default); TRL's "
+            "use_peft without lora_target_modules adapts peft's choice for the architecture "
+            f"(q_proj and v_proj on Llama, Qwen, Mistral): {_named('lora_target_modules', None)} "
+            "for TRL's adapters"
+        )
     if "sft" in config.loss_type:  # (rpo_alpha too: TRL 1.16 writes it as this sft)
         notes.append(
             "loss sft is the mean over pairs of each chosen completion's token mean (each pair "
@@ -83,6 +94,18 @@ def start_notes(
             "completions have one length)"
         )
     return notes
+
+
+def _trl_peft_targets_differ(config: Any) -> bool:
+    """A TRL recipe's or command line's use_peft (trl/scripts/dpo.py's --use_peft --lora_r 32)
+    with lora_target_modules at directpo's all-linear: TRL's ModelConfig leaves target_modules
+    to peft (q_proj, v_proj on Llama), so its run trains a fraction of these adapters; an
+    adapter folder as the model continues with its own modules."""
+    return (
+        bool(config.use_peft)
+        and config.lora_target_modules == ["all-linear"]
+        and not is_adapter_folder(config.model_name_or_path)
+    )
 
 
 def model_drops_out(model: torch.nn.Module, adapter: str | None = None) -> bool:

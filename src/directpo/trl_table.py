@@ -186,7 +186,7 @@ FSDP = _fsdp
 STREAMING = _streaming
 TRACKIO_LOCAL = _trackio_local
 COMPILED = _compiled
-UPLOAD = "directpo does not upload; after training run: huggingface-cli upload REPO OUTPUT_DIR"
+UPLOAD = "directpo does not upload; after training run: hf upload REPO OUTPUT_DIR"
 SHUFFLED = "directpo shuffles the pairs (seed sets the order); padding_free packs each micro-batch"
 SFT_ROWS = (  # SFTConfig's text column: DPO reads three
     "SFTConfig's; a DPO row is prompt_column, chosen_column and rejected_column (or "
