@@ -508,7 +508,9 @@ def test_qlora_is_one_line_where_bitsandbytes_cannot_run(
                  "--train_file", str(pairs_file), "--output_dir", str(tmp_path / "o"),
                  "--lora_r", "4", "--load_in_4bit", "--bnb_4bit_quant_type", "nf4"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2 and err.startswith("directpo: error: load_in_4bit/load_in_8bit need")
+    assert code == 2 and err.startswith(  # said in preflight, before any row or weight loads
+        "directpo: error: --load_in_4bit needs a CUDA GPU (bitsandbytes' quantized kernels)"
+    )
     for option in ("load_in_4bit", "load_in_8bit"):  # TRL: "cannot fine-tune purely quantized"
         quantized = tiny_config(
             tiny_model_dirs["llama"], pairs_file, tmp_path / option, **{option: True}
@@ -518,7 +520,7 @@ def test_qlora_is_one_line_where_bitsandbytes_cannot_run(
         # any PEFT method from Python may adapt a quantized base (it was refused as lora_r 0)
         from peft import IA3Config
 
-        with pytest.raises(ModelLoadError, match="load_in_4bit/load_in_8bit need"):
+        with pytest.raises(ConfigError, match=f"{option}=True needs a CUDA GPU"):
             train(quantized, echo=quiet, peft_config=IA3Config(task_type="CAUSAL_LM"))
     with pytest.raises(ConfigError, match="bnb_4bit_quant_type is set but load_in_4bit is off"):
         tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path, bnb_4bit_quant_type="fp4")
