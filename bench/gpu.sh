@@ -138,7 +138,7 @@ fi
 # run still going then, the rows before it kept in bench.jsonl
 precision_keep=$([[ "${PRECISION_CHECK:-1}" == 1 ]] && echo 150 || echo 0)
 bench_budget=$(allowed "${BUDGET:-300}" $((precision_keep + 60)))
-noise="$noise|warn|^\{.loss|^step |^ *$"
+noise="$noise|Warning: |warnings\.warn\(|^\{.loss|^step |^ *$"  # (a result row whose notes say "warning" kept)
 # (a budget under 20 s would build the models and start no run: skipped)
 part $((bench_budget < 20 ? 0 : bench_budget + 60)) "$precision_keep" bench python3 bench/vs_trl.py "${bench_args[@]}" \
   --budget "$bench_budget" --out "$OUT/bench.jsonl"
