@@ -525,3 +525,57 @@ def test_a_model_folder_saved_without_its_tokenizer_says_so(tiny_model_dirs, tmp
     (alone / "tokenizer_config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"^tokenizer '.*alone': cannot load \("):
         load_tokenizer(str(alone))
+
+
+def test_liger_patches_do_not_outlive_the_run(
+    tiny_model_dirs, pairs_file, tmp_path, fake_liger, monkeypatch
+) -> None:
+    """Liger's apply functions rebind names in transformers' modeling modules for the whole
+    process (even given one model): a notebook's train(use_liger_kernel=True) made every later
+    run of that model type train with Liger's kernels. They are put back when train() returns
+    or raises; the run itself had them (its reference was built after the policy's patch)."""
+    import sys
+
+    from transformers.models.llama import modeling_llama
+
+    import directpo.trainer
+
+    originals = (modeling_llama.LlamaRMSNorm, modeling_llama.apply_rotary_pos_emb)
+    layer_norm = torch.nn.LayerNorm
+    # (undone after this test even if train() leaves them patched)
+    monkeypatch.setattr(modeling_llama, "LlamaRMSNorm", originals[0])
+    monkeypatch.setattr(modeling_llama, "apply_rotary_pos_emb", originals[1])
+    monkeypatch.setattr(torch.nn, "LayerNorm", layer_norm)
+
+    class LigerRMSNorm(originals[0]):
+        pass
+
+    def apply_as_liger_does(model, **kernels) -> None:  # its apply_liger_kernel_to_llama's way
+        modeling_llama.LlamaRMSNorm = LigerRMSNorm
+        modeling_llama.apply_rotary_pos_emb = lambda *args, **kw: originals[1](*args, **kw)
+        modeling_llama.nn.LayerNorm = LigerRMSNorm  # as its siglip / layer-norm patches do
+        fake_liger.append((model.config.model_type, kernels))
+
+    patch_module = sys.modules["liger_kernel.transformers.monkey_patch"]
+    monkeypatch.setattr(patch_module, "_apply_liger_kernel_to_instance", apply_as_liger_does)
+    # the kernels are CUDA's; this CPU run stands in for one on a GPU
+    monkeypatch.setattr(directpo.device_checks, "_cuda_only", lambda config, device_type: [])
+    config = tiny_config(
+        tiny_model_dirs["llama"], pairs_file, tmp_path / "o", use_liger_kernel=True
+    )
+    result = train(config, echo=lambda _: None)
+    assert len(fake_liger) >= 2  # the policy's and the reference's
+    norms = {
+        type(module)
+        for module in result.reference.model.modules()
+        if "Norm" in type(module).__name__
+    }
+    assert norms == {LigerRMSNorm}  # the run had Liger's classes
+    assert (modeling_llama.LlamaRMSNorm, modeling_llama.apply_rotary_pos_emb) == originals
+    assert torch.nn.LayerNorm is layer_norm
+    # a run that raises after the kernels went on puts them back too
+    monkeypatch.setattr(directpo.trainer, "_train", lambda run: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        train(config, output_dir=str(tmp_path / "raised"), echo=lambda _: None)
+    assert (modeling_llama.LlamaRMSNorm, modeling_llama.apply_rotary_pos_emb) == originals
+    assert torch.nn.LayerNorm is layer_norm

@@ -5,8 +5,11 @@ checkpointing, Liger kernels, regional compilation of its decoder layers."""
 from __future__ import annotations
 
 import contextlib
+import importlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -78,7 +81,68 @@ def apply_liger_kernels(model: torch.nn.Module, kernels: dict[str, Any]) -> None
             f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}); remove "
             + spell_given("use_liger_kernel", True)
         )
+    _save_patched_modules(model)
     _apply_liger_kernel_to_instance(model=model, **kernels)
+
+
+# the namespaces saved by each open modeling_patches_undone scope, innermost last
+_OPEN_SCOPES: list[dict[str, dict[str, Any]]] = []
+# besides transformers' modeling modules, what Liger's apply functions rebind through them:
+# ``modeling_siglip.nn.LayerNorm = ...`` is torch.nn's LayerNorm, and its cross-entropy kernel
+# goes into transformers.loss.loss_utils (off in directpo: LIGER_LOSS_KERNELS)
+_ALSO_PATCHED = ("torch.nn", "torch.nn.functional", "transformers.loss.loss_utils")
+
+
+@contextlib.contextmanager
+def modeling_patches_undone() -> Iterator[None]:
+    """Puts back, on leaving (returned or raised), every name that Liger's kernels rebound in
+    transformers' modeling modules in the meantime. Liger's apply functions, even given one
+    model, replace a model type's rotary function, RMSNorm and MLP classes for the whole
+    process: a notebook's ``train(use_liger_kernel=True)`` made every later train() of that
+    model type (and score, ImplicitReward) run Liger's kernels, asked for or not. The models
+    built inside keep the classes they were built with. (bench/vs_trl.py undoes a TRL run's
+    the same way.)"""
+    saved: dict[str, dict[str, Any]] = {}
+    _OPEN_SCOPES.append(saved)
+    try:
+        yield
+    finally:
+        _OPEN_SCOPES.remove(saved)
+        for name, before in saved.items():
+            namespace = vars(sys.modules.get(name) or importlib.import_module(name))
+            # (a submodule imported meanwhile stays: torch.nn.attention is its package's name)
+            added = [key for key in namespace if key not in before]
+            for key in [key for key in added if not isinstance(namespace[key], ModuleType)]:
+                del namespace[key]
+            for key, value in before.items():
+                if namespace.get(key) is not value:
+                    namespace[key] = value
+
+
+def _save_patched_modules(model: torch.nn.Module) -> None:
+    """The namespaces Liger may rebind for ``model``, as they are before it does, in every open
+    modeling_patches_undone scope that has not saved them yet. The model type's modeling modules
+    (its sub-models' too: a vision-language model's text side) are imported first, so that
+    one Liger imports itself is saved as it was."""
+    if not _OPEN_SCOPES:
+        return  # (a caller of load_causal_lm outside train(): the patch is theirs to keep)
+    config = getattr(model, "config", None)
+    kinds = {getattr(config, "model_type", None)}
+    for key in getattr(config, "sub_configs", None) or {}:
+        kinds.add(getattr(getattr(config, key, None), "model_type", None))
+    for kind in sorted(kind for kind in kinds if kind):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"transformers.models.{kind}.modeling_{kind}")
+    modeling = [name for name in list(sys.modules) if _is_modeling(name)]
+    names = [name for name in (*_ALSO_PATCHED, *modeling) if sys.modules.get(name) is not None]
+    for saved in _OPEN_SCOPES:
+        for name in names:
+            if name not in saved:
+                saved[name] = dict(vars(sys.modules[name]))
+
+
+def _is_modeling(name: str) -> bool:
+    return name.startswith("transformers.models.") and ".modeling_" in name
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

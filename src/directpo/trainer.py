@@ -59,6 +59,7 @@ from directpo.loop_steps import (
     format_metrics,
     log_step,
 )
+from directpo.model_preparation import modeling_patches_undone
 from directpo.outputs import OutputLock, remove_unstarted_record, visible_entries
 from directpo.preflight import check_run
 from directpo.process_state import (
@@ -151,7 +152,16 @@ def train(
             echo(note)
         switches = numeric_switches(config.tf32, config.full_determinism, world.device, echo)
         spelt = as_loaded(config)  # (entered first: the switches say tf32 as it was given)
-        with spelt, library_output(config, world.is_main), kept_for_caller(world.device), switches:
+        # modeling_patches_undone: Liger's kernels (use_liger_kernel) rebind names in transformers'
+        # modules for the whole process; a notebook's next run must not train with them
+        undone = modeling_patches_undone()
+        with (
+            spelt,
+            library_output(config, world.is_main),
+            kept_for_caller(world.device),
+            switches,
+            undone,
+        ):
             mine = lock if world.is_main else None  # one holder per run: rank 0
             try:
                 run = prepare_run(
