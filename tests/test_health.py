@@ -246,3 +246,29 @@ def test_the_end_note_names_one_step_and_a_run_that_never_updated() -> None:
     assert "holds step 5's weights" in one and "--learning_rate 1e-6" in one
     assert "holds the starting weights" in every
     assert nonfinite_end_note(0, 6, 1e-6) == ""
+
+
+def test_every_message_says_one_learning_rate_range() -> None:
+    """guard.py's vanished-update line said DPO's usual range was 1e-7 to 1e-5 full and 1e-5 to
+    1e-4 with LoRA, this note 5e-7 to 5e-6 full and 5e-6 to 5e-4 with adapters: a user told to
+    raise the rate into one range was warned by the other. Every message now reads one source."""
+    import dataclasses
+    import re
+
+    from directpo.config import DPOConfig
+    from directpo.errors import TrainingStopped
+    from directpo.guard import UpdateStats, check_update
+    from directpo.health import ADAPTER_RATES, FULL_RATES
+
+    def ranges(text: str) -> list[str]:
+        return re.findall(r"\d[\d.]*e-\d+ to \d[\d.]*e-\d+", text)
+
+    expected = [f"{compact(low)} to {compact(high)}" for low, high in (FULL_RATES, ADAPTER_RATES)]
+    assert expected == ["2e-7 to 5e-6", "5e-6 to 5e-4"]
+    with pytest.raises(TrainingStopped, match="the update vanished") as stopped:
+        check_update(UpdateStats(0, 100, 0.0), 2, 1e-12, 1.0, 0.5, torch.float32, "adamw")
+    assert ranges(str(stopped.value)) == expected
+    notes = [learning_rate_note(1.0, adapters) for adapters in (False, True)]
+    assert [ranges(note) for note in notes] == [[expected[0]], [expected[1]]]
+    (field,) = [f for f in dataclasses.fields(DPOConfig) if f.name == "learning_rate"]
+    assert ranges(field.metadata["help"]) == expected

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from directpo.errors import ConfigError
 from directpo.foreign_names import meant_options
+from directpo.health import recipe_rates_both
 from directpo.loss_names import LOSS_INFO, needs_reference
 from directpo.model_locations import has_files
 from directpo.option_loading import accepting_spellings, load_options
@@ -595,7 +596,7 @@ class DPOConfig(Options):
     # --- optimisation -------------------------------------------------------------------------
     learning_rate: float = option(
         1e-6,
-        "Peak learning rate (DPO recipes: 5e-7 to 5e-6 full, 5e-6 to 5e-4 with LoRA); one above "
+        f"Peak learning rate (DPO recipes: {recipe_rates_both()}); one above "
         "1e-2 (0.1 with adapters) is said at start, with the typo it may be (1e4: 1e-4?).",
     )
     optim: str | None = option(

@@ -28,6 +28,7 @@ import torch
 from directpo.callers import spell_change, spell_setting
 from directpo.distributed import SINGLE_PROCESS, World, all_reduce_sum
 from directpo.errors import TrainingStopped
+from directpo.health import recipe_rates_both
 from directpo.precision import kahan_compensation
 
 SAMPLE = 1 << 16
@@ -185,8 +186,7 @@ def check_update(
     raise TrainingStopped(
         f"step {step}: the update vanished ({moved}): learning_rate {learning_rate:.3g} moves "
         f"the weights by less than {str(weights_dtype).removeprefix('torch.')} can represent; "
-        f"{spell_change('raise', 'learning_rate')} (DPO's usual range is 1e-7 to 1e-5 for full "
-        "fine-tuning, 1e-5 to 1e-4 with LoRA)"
+        f"{spell_change('raise', 'learning_rate')} (DPO's usual range: {recipe_rates_both()})"
     )
 
 

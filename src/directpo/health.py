@@ -32,12 +32,16 @@ from dataclasses import dataclass
 
 from directpo.callers import Blank, said, spell_change
 
-# The learning rates DPO recipes use. Full fine-tuning: the DPO paper 1e-6 (RMSprop), TRL's
-# DPOConfig default 1e-6, the alignment-handbook's zephyr-7b-beta DPO 5e-7, Tulu 3's DPO 5e-7
-# (8B) and 2e-7 (70B). Adapters: the alignment-handbook's QLoRA DPO 5e-6, common LoRA DPO
-# recipes 5e-5 to 2e-4, torchtune's llama2_7B_lora_dpo 5e-4.
-FULL_RANGE = "5e-7 to 5e-6, TRL's default 1e-6"
-ADAPTER_RANGE = "5e-6 to 5e-4"
+# The learning rates DPO recipes use: the one source of every message that names them (this
+# note, guard.py's vanished update, learning_rate's help). Full fine-tuning: the DPO paper 1e-6
+# (RMSprop), TRL's DPOConfig default 1e-6, the alignment-handbook's zephyr-7b-beta DPO 5e-7,
+# Tulu 3's DPO 5e-7 (8B) and 2e-7 (70B); up to 5e-6 for small models. Adapters: the
+# alignment-handbook's QLoRA DPO 5e-6, common LoRA DPO recipes 5e-5 to 2e-4, torchtune's
+# llama2_7B_lora_dpo 5e-4. (guard.py said 1e-7 to 1e-5 full and 1e-5 to 1e-4 LoRA, from no
+# recipe, beside this note's 5e-7 to 5e-6: one range now, its low end Tulu 3 70B's 2e-7.)
+FULL_RATES = (2e-7, 5e-6)
+ADAPTER_RATES = (5e-6, 5e-4)
+TRL_DEFAULT_RATE = 1e-6
 # Above these the rate is no recipe's: 100x the largest reported for full fine-tuning (~1e-4,
 # small models), 200x torchtune's LoRA 5e-4. Every optimizer here (AdamW, RMSprop) moves a
 # weight by about the learning rate each step, whatever the gradient's scale: at 1e-2 a full
@@ -62,6 +66,19 @@ def compact(value: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
+def recipe_rates(adapters: bool) -> str:
+    """The learning rates DPO recipes use, as every message says them: '2e-7 to 5e-6, TRL's
+    default 1e-6' (full fine-tuning), '5e-6 to 5e-4' (``adapters``: LoRA / PEFT)."""
+    low, high = ADAPTER_RATES if adapters else FULL_RATES
+    span = f"{compact(low)} to {compact(high)}"
+    return span if adapters else f"{span}, TRL's default {compact(TRL_DEFAULT_RATE)}"
+
+
+def recipe_rates_both() -> str:
+    """Both kinds' ranges in one phrase, for a line that does not know which the run trains."""
+    return f"full fine-tuning {recipe_rates(False)}; LoRA / adapters {recipe_rates(True)}"
+
+
 def learning_rate_note(learning_rate: float, adapters: bool) -> str | None:
     """The warning for a ``learning_rate`` no DPO recipe uses (``adapters``: the run trains
     LoRA / PEFT adapters), with the rate a typo likely meant (1e4 -> 1e-4); None for one
@@ -70,7 +87,8 @@ def learning_rate_note(learning_rate: float, adapters: bool) -> str | None:
     if not learning_rate > limit:  # (a NaN or a refused one is not this note's)
         return None
     given = said("learning_rate", Blank(compact(learning_rate)))
-    kind, usual = ("adapters", ADAPTER_RANGE) if adapters else ("full fine-tuning", FULL_RANGE)
+    kind = "adapters" if adapters else "full fine-tuning"
+    usual = recipe_rates(adapters)
     line = (
         f"warning: {given} is far above any DPO recipe's ({kind}: {usual}; said above "
         f"{compact(limit)}): a policy trained at it typically collapses within a few steps (NaN, "
