@@ -84,6 +84,10 @@ def test_an_openrlhf_command_line_is_told_them_as_flags(monkeypatch, capsys) -> 
     assert note is not None
     assert "give --learning_rate 1e-05, --lr_scheduler_type cosine_with_min_lr" in note
     assert "--gradient_accumulation_steps 32" in note  # 128 pairs a step, 4 a micro-step
+    monkeypatch.setenv("WORLD_SIZE", "8")  # (torchrun's 8 processes: 128 pairs a step still)
+    with called_by(Caller(Spelling.FLAGS, Entry.TRAIN)):
+        assert "--gradient_accumulation_steps 4 for" in foreign_defaults_note(built[0])
+    monkeypatch.delenv("WORLD_SIZE")
     assert "max_length" not in note and "bf16" not in note  # set by the command line
     # a resume's config rebuilt (a drawn seed, ...) keeps the tool its names were
     assert foreign_defaults_note(rebuilt_config(built[0], seed=7)) == foreign_defaults_note(

@@ -63,8 +63,10 @@ def _min_lr_schedule(config: Any, options_set: Collection[str]) -> bool:
 
 
 def _openrlhf_accumulation(config: Any) -> int:
-    """OpenRLHF's train_batch_size 128 (pairs an optimizer step) over one process."""
-    return max(1, 128 // config.per_device_train_batch_size)
+    """OpenRLHF's train_batch_size, 128 pairs an optimizer step, over this run's processes."""
+    from directpo.launchers import started_count
+
+    return max(1, 128 // (config.per_device_train_batch_size * started_count()[0]))
 
 
 # OpenRLHF's train_dpo (openrlhf/cli/train_dpo.py; the flat flags of older versions have the
