@@ -146,3 +146,30 @@ def test_the_tools_names_are_those_foreign_names_reads() -> None:
     assert tool_of(["pretrain"]) == tool_of(["ds.zero_stage"]) == OPENRLHF
     assert tool_of(["max_train_samples"]) is None
     assert tool_of(["seed", "output_dir"]) is None  # the same names in every tool
+
+
+def test_a_run_from_openrlhfs_names_says_the_line_once(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """The line reaches a run's start, in the recipe's words (the CLI's run rebuilds the loaded
+    config on its way); train()'s keywords are told theirs."""
+    from directpo.trainer import train
+
+    recipe = tmp_path / "openrlhf.yaml"
+    recipe.write_text(
+        f"pretrain: {tiny_model_dirs['llama']}\ntrain_file: {pairs_file}\n"
+        f"save_path: {tmp_path / 'out'}\nmax_steps: 1\nreport_to: [none]\nsave_steps: 0\n"
+        "micro_train_batch_size: 6\nmax_length: 256\nlearning_rate: 1.0e-5\n"
+    )
+    assert main(["train", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    (said,) = [line for line in out.splitlines() if line.startswith("OpenRLHF's defaults")]
+    assert said.endswith(
+        "set lr_scheduler_type: cosine_with_min_lr, lr_scheduler_kwargs: {min_lr_rate: 0.1}, "
+        "warmup_ratio: 0.03, adam_beta2: 0.95, gradient_accumulation_steps: 21, bf16: true for "
+        "OpenRLHF's training"
+    )
+    lines: list[str] = []
+    train(str(recipe), echo=lines.append, output_dir=str(tmp_path / "again"))
+    (said,) = [line for line in lines if line.startswith("OpenRLHF's defaults")]
+    assert "pass lr_scheduler_type='cosine_with_min_lr'" in said
