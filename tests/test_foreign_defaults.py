@@ -173,3 +173,24 @@ def test_a_run_from_openrlhfs_names_says_the_line_once(
     train(str(recipe), echo=lines.append, output_dir=str(tmp_path / "again"))
     (said,) = [line for line in lines if line.startswith("OpenRLHF's defaults")]
     assert "pass lr_scheduler_type='cosine_with_min_lr'" in said
+
+
+def test_a_torchtune_recipes_drawn_seed_keeps_the_line(
+    tiny_model_dirs, pairs_file, tmp_path, capsys
+) -> None:
+    """torchtune's recipes write seed: null: the config rebuilt with the drawn seed kept the
+    tool its names were (the line was lost with it)."""
+    recipe = tmp_path / "torchtune.yaml"
+    recipe.write_text(
+        f"checkpointer.checkpoint_dir: {tiny_model_dirs['llama']}\ntrain_file: {pairs_file}\n"
+        f"output_dir: {tmp_path / 'out'}\nmax_steps: 1\nreport_to: [none]\nsave_steps: 0\n"
+        "batch_size: 6\nseed: null\nlearning_rate: 1.0e-5\n"
+    )
+    assert main(["train", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "drew seed" in out
+    (said,) = [line for line in out.splitlines() if line.startswith("torchtune's defaults")]
+    assert said.endswith(
+        "set max_grad_norm: null, lr_scheduler_type: constant, weight_decay: 0.01, "
+        "max_length: null for torchtune's training"
+    )
