@@ -52,8 +52,7 @@ def test_an_openrlhf_recipe_is_told_the_defaults_it_left_out(tmp_path) -> None:
         "gradient_accumulation_steps": "16",  # train_batch_size 128 / 8 pairs a micro-step
         "max_length": "512",
         "lora_alpha": "16",
-        "bf16": "true",
-    }  # (learning_rate was set: not said)
+    }  # (learning_rate was set: not said; the flat flags' --bf16 was off by default)
     assert "here lr_scheduler_type linear" in note
     assert start_notes(config, 10, lora=True)[0] == note  # the run's first start line
     # the settings said, written out: OpenRLHF's training, nothing left to say
@@ -61,6 +60,9 @@ def test_an_openrlhf_recipe_is_told_the_defaults_it_left_out(tmp_path) -> None:
     assert foreign_defaults_note(_recipe(tmp_path, f"pretrain: base\nlora_rank: 8\n{written}"))
     full = _recipe(tmp_path, f"pretrain: base\nlora_rank: 8\nlearning_rate: 1.0e-5\n{written}")
     assert foreign_defaults_note(full) is None
+    # the grouped options' versions train in bf16 by default (--ds.param_dtype)
+    grouped = _recipe(tmp_path, f"model.model_name_or_path: base\nds.lora.rank: 8\n{written}")
+    assert _said(foreign_defaults_note(grouped)) == {"learning_rate": "1e-05", "bf16": "true"}
 
 
 def test_the_min_lr_floor_is_said_only_for_openrlhfs_schedule(tmp_path) -> None:
@@ -166,8 +168,8 @@ def test_a_run_from_openrlhfs_names_says_the_line_once(
     (said,) = [line for line in out.splitlines() if line.startswith("OpenRLHF's defaults")]
     assert said.endswith(
         "set lr_scheduler_type: cosine_with_min_lr, lr_scheduler_kwargs: {min_lr_rate: 0.1}, "
-        "warmup_ratio: 0.03, adam_beta2: 0.95, gradient_accumulation_steps: 21, bf16: true for "
-        "OpenRLHF's training"
+        "warmup_ratio: 0.03, adam_beta2: 0.95, gradient_accumulation_steps: 21 for OpenRLHF's "
+        "training"
     )
     lines: list[str] = []
     train(str(recipe), echo=lines.append, output_dir=str(tmp_path / "again"))

@@ -45,21 +45,37 @@ TRL_NAMES = frozenset({"use_peft", "optim"})
 class ToolDefault:
     """A default of another tool that trains otherwise than directpo's: ``settings``, the
     directpo options that give the tool's behaviour; said where none of ``chosen`` (the
-    options by which a recipe decides it) was set and ``applies(config, options_set)``."""
+    options by which a recipe decides it) was set and ``applies(config, recipe)``."""
 
     settings: tuple[tuple[str, Any], ...]
     chosen: tuple[str, ...]
-    applies: Callable[[Any, Collection[str]], bool] = lambda config, options_set: True
+    applies: Callable[[Any, Recorded], bool] = lambda config, recipe: True
 
 
-def _lora(config: Any, options_set: Collection[str]) -> bool:
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    """What a config records of its sources: the ``tool`` whose names they used, those
+    ``names`` as written, and the options they set (``options_set``, directpo's names)."""
+
+    tool: str
+    names: frozenset[str]
+    options_set: frozenset[str]
+
+
+def _lora(config: Any, recipe: Recorded) -> bool:
     return bool(config.lora_r)
 
 
-def _min_lr_schedule(config: Any, options_set: Collection[str]) -> bool:
+def _min_lr_schedule(config: Any, recipe: Recorded) -> bool:
     """OpenRLHF's floor belongs to its schedule: the one said (the type left out) or written."""
     written = config.lr_scheduler_type == "cosine_with_min_lr"
-    return "lr_scheduler_type" not in options_set or written
+    return "lr_scheduler_type" not in recipe.options_set or written
+
+
+def _grouped(config: Any, recipe: Recorded) -> bool:
+    """OpenRLHF's grouped options (--ds.lora.rank), whose --ds.param_dtype is bf16 by default;
+    the flat flags' versions trained in float32 without --bf16, as directpo does."""
+    return any("." in name for name in recipe.names)
 
 
 def _openrlhf_accumulation(config: Any) -> int:
@@ -88,8 +104,8 @@ OPENRLHF_DEFAULTS = (
     ),  # fmt: skip
     ToolDefault((("max_length", 512),), ("max_length",)),  # its max_len
     ToolDefault((("lora_alpha", 16),), ("lora_alpha",), _lora),
-    # DeepSpeed's bf16 (its param_dtype; the flat flags' fp16 without --bf16): never float32
-    ToolDefault((("bf16", True),), ("bf16", "fp16", "dtype")),
+    # its grouped options' --ds.param_dtype bf16 (the flat flags' --bf16 was off by default)
+    ToolDefault((("bf16", True),), ("bf16", "fp16", "dtype"), _grouped),
 )
 
 # torchtune's DPO recipes (lora_dpo_single_device.py, full_dpo_distributed.py): a key they
@@ -102,12 +118,12 @@ TORCHTUNE_DEFAULTS = (
     ToolDefault(
         (("lr_scheduler_type", "constant"),),
         ("lr_scheduler_type",),
-        lambda config, options_set: not config.warmup_steps,
+        lambda config, recipe: not config.warmup_steps,
     ),
     ToolDefault(
         (("lr_scheduler_type", "cosine"),),
         ("lr_scheduler_type",),
-        lambda config, options_set: bool(config.warmup_steps),
+        lambda config, recipe: bool(config.warmup_steps),
     ),
     ToolDefault((("weight_decay", 0.01),), ("weight_decay",)),  # torch.optim.AdamW's
     ToolDefault((("max_length", None),), ("max_length",)),  # the tokenizer's max_seq_len: none
@@ -147,21 +163,20 @@ def record_tool(config: Any, keys: Collection[str], options_set: Collection[str]
     """Record on ``config`` the tool whose names ``keys`` use and the options its sources
     set (``options_set``, by directpo's names), read by ``foreign_defaults_note``."""
     if tool := tool_of(keys):
-        object.__setattr__(config, "_foreign_tool", (tool, frozenset(options_set)))
+        recorded = Recorded(tool, frozenset(keys), frozenset(options_set))
+        object.__setattr__(config, "_foreign_tool", recorded)
 
 
 def foreign_defaults_note(config: Any) -> str | None:
     """The line of the recorded tool's defaults that differ from directpo's where its sources
     left the option out (None: no tool, or every such option set)."""
-    recorded = config.__dict__.get("_foreign_tool")
-    if not recorded:
+    recipe = config.__dict__.get("_foreign_tool")
+    if not recipe:
         return None
-    tool, options_set = recorded
     settings: list[tuple[str, Any]] = []
-    for default in TOOL_DEFAULTS[tool]:
-        if any(name in options_set for name in default.chosen) or not default.applies(
-            config, options_set
-        ):
+    for default in TOOL_DEFAULTS[recipe.tool]:
+        chosen = any(name in recipe.options_set for name in default.chosen)
+        if chosen or not default.applies(config, recipe):
             continue
         for name, value in default.settings:
             value = value(config) if callable(value) else value
@@ -171,6 +186,6 @@ def foreign_defaults_note(config: Any) -> str | None:
         return None
     ours = ", ".join(f"{name} {spell_value(getattr(config, name))}" for name, _ in settings)
     return (
-        f"{tool}'s defaults differ from directpo's for options left out (here {ours}): "
-        f"{spell_setting(*settings)} for {tool}'s training"
+        f"{recipe.tool}'s defaults differ from directpo's for options left out (here {ours}): "
+        f"{spell_setting(*settings)} for {recipe.tool}'s training"
     )
