@@ -355,9 +355,12 @@ def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:
     """``config`` built again (its values checked), a refused value named as it was set: a TRL
     alias set after construction (``config.max_new_tokens = 0``) by that alias."""
     try:
-        return dataclasses.replace(config, **options)
+        rebuilt = dataclasses.replace(config, **options)
     except ConfigError as error:
         raise respelled(error, config.__dict__.get("_spelled", {})) from None
+    if "_foreign_tool" in config.__dict__:  # (the tool a recipe's names were: start notes)
+        object.__setattr__(rebuilt, "_foreign_tool", config.__dict__["_foreign_tool"])
+    return rebuilt
 
 
 def replaced_sources(config: DPOConfig, train_dataset: Any, eval_dataset: Any) -> list[str]:

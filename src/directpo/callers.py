@@ -355,6 +355,10 @@ def keeping_sources(loaded: Any, rebuilt: T) -> T:
     later line say ``--max_length 2048`` beside it as the recipe's 'set max_length: 512'."""
     if written := getattr(loaded, "__dict__", {}).get("_written_by"):
         object.__setattr__(rebuilt, "_written_by", written)
+    # and the tool whose names it was written in (foreign_defaults: a torchtune recipe's
+    # seed: null, drawn and rebuilt, lost its start line)
+    if tool := getattr(loaded, "__dict__", {}).get("_foreign_tool"):
+        object.__setattr__(rebuilt, "_foreign_tool", tool)
     return rebuilt
 
 

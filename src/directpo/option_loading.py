@@ -27,6 +27,7 @@ from directpo.callers import (
     written_as,
 )
 from directpo.errors import ConfigError, ConfigErrors, respelled
+from directpo.foreign_defaults import record_tool
 from directpo.option_values import numbers_written, value_shown
 from directpo.shell_expansion import shell_expanded, unset_said, unset_variables
 from directpo.yaml_interpolation import referenced, resolved, resolved_key, written_literally
@@ -154,6 +155,9 @@ def _load_options(
     if refused:  # (the paths and rows said beside the refused keys: in their sources' words)
         with options_written_by(written):
             raise headed(beside_refusal(ConfigErrors.joined(refused), built))
+    # the tool whose names the sources used (OpenRLHF's, torchtune's, TRL's): its defaults
+    # where they left an option out are said at start (foreign_defaults.py)
+    record_tool(built, [key for given, _ in sources for key in given], values)
     if written:  # (train's checks after the load say a flag's option as a flag: the fix that
         # takes over the file's key; and one no source set, lora_r beside --merge_lora, in the
         # words of the option that asked for it: arguments.checked_arguments)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from directpo.callers import spell_change, spell_option
+from directpo.foreign_defaults import foreign_defaults_note
 from directpo.model_locations import is_adapter_folder
 from directpo.preference_pairs import counted
 
@@ -32,6 +33,8 @@ def start_notes(
     that acts in training mode (``model_drops_out``); ``peft_config``: train()'s, which
     chooses the adapted modules itself."""
     notes = []
+    if note := foreign_defaults_note(config):  # (OpenRLHF's, torchtune's, TRL's, left out)
+        notes.append(note)
     if note := _short_step_note(config, schedule, total_steps):
         notes.append(note)
     if policy_reference and drops_out and not config.disable_dropout:
