@@ -510,6 +510,7 @@ def test_a_list_flag_of_a_renamed_name_keeps_a_negative_looking_first_value(caps
         (["train", "--reward_fn", "m:f", "m:g"], "m:g", "--reward_fn"),
         (["train", "--model_name_or_path", "a", "b"], "b", "--model_name_or_path"),
         (["train", "--beta", "0.1", "0.2"], "0.2", "--beta"),
+        (["train", "--config", "a.yaml", "b"], "b", "--config"),
         (["train", "--beta=0.1", "0.2", "--loss_type", "sigmoid", "hinge"], "0.2", "--beta"),
         (["score", "--beta", "0.1", "0.2"], "0.2", "--beta"),
         (["generate", "--max-new-tokens", "5", "6"], "6", "--max-new-tokens"),
@@ -522,7 +523,7 @@ def test_a_second_word_after_a_one_value_flag_is_said_as_stray(capsys, argv, str
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"unexpected argument '{stray}' ({flag} takes one value)" in err, err
-    assert "config file not found" not in err and "loss_type" not in err, err
+    assert f"config file not found: {stray}" not in err and "loss_type" not in err, err
 
 
 def test_a_config_file_after_a_one_value_flag_is_still_the_config(capsys, tmp_path) -> None:

@@ -421,7 +421,8 @@ def one_value_hint(before: Sequence[str], kinds: dict[str, str]) -> str:
     elif before and before[-1].startswith("--") and "=" in before[-1]:
         flag = before[-1].partition("=")[0]
     key = flag[2:].replace("-", "_")
-    return f" (--{key} takes one value)" if flag and kinds.get(key) == VALUE else ""
+    one = kinds.get(key) == VALUE or key == "config"  # (train's --config: one file)
+    return f" (--{key} takes one value)" if flag and one else ""
 
 
 def _read_flag(reading: _Reading, token: str) -> None:
