@@ -344,13 +344,14 @@ def test_a_commands_key_value_override_says_its_flag(capsys, command) -> None:
 def test_a_config_file_not_there_is_said_with_the_flags_rows(tmp_path, capsys, extra) -> None:
     """``directpo train --train_file bad.jsonl ... stray`` (a word taken for the config file,
     which is not there) said 'config file not found: stray' alone, though the flags name the
-    data: its bad rows came a run after the word was removed."""
+    data: its bad rows came a run after the word was removed. (A word that names no YAML
+    file after a one-value flag's value is said as stray: its own test.)"""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"chosen": "a", "rejected": "a"}\n')
-    argv = ["train", "--train_file", str(bad), "--output_dir", str(tmp_path / "o"), "stray"]
+    argv = ["train", "--train_file", str(bad), "--output_dir", str(tmp_path / "o"), "stray.yaml"]
     assert main([*argv, *extra]) == 2
     err = capsys.readouterr().err
-    assert "config file not found: stray" in err
+    assert "config file not found: stray.yaml" in err
     assert f"{bad}: line 1: chosen and rejected are identical" in err
 
 
@@ -501,3 +502,31 @@ def test_a_list_flag_of_a_renamed_name_keeps_a_negative_looking_first_value(caps
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "config file" not in err and "unexpected argument" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "stray", "flag"),
+    [
+        (["train", "--reward_fn", "m:f", "m:g"], "m:g", "--reward_fn"),
+        (["train", "--model_name_or_path", "a", "b"], "b", "--model_name_or_path"),
+        (["train", "--beta", "0.1", "0.2"], "0.2", "--beta"),
+        (["train", "--config", "a.yaml", "b"], "b", "--config"),
+        (["train", "--beta=0.1", "0.2", "--loss_type", "sigmoid", "hinge"], "0.2", "--beta"),
+        (["score", "--beta", "0.1", "0.2"], "0.2", "--beta"),
+        (["generate", "--max-new-tokens", "5", "6"], "6", "--max-new-tokens"),
+    ],
+)
+def test_a_second_word_after_a_one_value_flag_is_said_as_stray(capsys, argv, stray, flag) -> None:
+    """``train --reward_fn m:f m:g`` was told 'config file not found: m:g' (--beta 0.1 0.2:
+    '... not found: 0.2'), score's 'unexpected argument '0.2'' without its flag; each names the
+    flag and the stray word (a list flag's words are its values: hinge is loss_type's)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"unexpected argument '{stray}' ({flag} takes one value)" in err, err
+    assert f"config file not found: {stray}" not in err and "loss_type" not in err, err
+
+
+def test_a_config_file_after_a_one_value_flag_is_still_the_config(capsys, tmp_path) -> None:
+    """A YAML file (or any file there) after a flag's value is the config, not a stray word."""
+    assert main(["train", "--beta", "0.1", str(tmp_path / "absent.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err

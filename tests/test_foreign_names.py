@@ -213,7 +213,7 @@ def test_torchtunes_plain_keys_of_the_same_meaning_are_the_options(tmp_path, bui
     recipe.write_text(
         "epochs: 2\nbatch_size: 4\ngradient_accumulation_steps: 8\nlog_every_n_steps: 5\n"
         "enable_activation_checkpointing: true\nenable_activation_offloading: false\n"
-        "compile: false\nclip_grad_norm: null\nshuffle: true\ndevice: cuda\n"
+        "compile: false\nclip_grad_norm: null\nshuffle: true\n"
         "log_peak_memory_stats: true\nresume_from_checkpoint: false\n"
     )
     assert main(["train", str(recipe)]) == 0
@@ -305,6 +305,29 @@ def test_torchtunes_cpu_device_is_what_a_machine_without_a_gpu_does(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert main(["train", str(recipe)]) == 2
     assert "device: directpo trains on CUDA when it can" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("written", ["device: cuda", "device: CUDA"])
+def test_torchtunes_cuda_device_without_a_gpu_is_refused_naming_the_cpu(
+    tmp_path, built, capsys, monkeypatch, written
+) -> None:
+    """``device: cuda`` on a machine without a GPU trained on the CPU, said only by 'on cpu' in
+    the start line, where torchtune stops; refused in one line naming device: cpu (its tune run
+    override device=cuda too), and accepted where a GPU is visible."""
+    import torch
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(written + "\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", str(recipe)]) == 2
+    assert capsys.readouterr().err == (
+        f"directpo: error: {recipe}: {written} asks for a GPU and none is visible here "
+        "(torchtune stops); device: cpu trains on the CPU\n"
+    )
+    assert main(["train", "--device", "cuda"]) == 2
+    assert "--device cpu trains on the CPU" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert main(["train", str(recipe)]) == 0 and len(built) == 1
 
 
 def test_a_flag_replacing_a_value_the_recipe_spells_otherwise_is_said(

@@ -231,3 +231,27 @@ def test_a_repeated_loss_type_is_said_as_typed_and_not_after_an_unknown_name() -
         assert str(refused.value).startswith(said), str(refused.value)
         assert "repeats" not in str(refused.value).partition("\n")[2]
         assert "options cannot be used" not in str(refused.value)
+
+
+# fifty misspelt loss names, five of each of ten losses
+FIFTY_TYPOS = [
+    name + end
+    for name in ("sigmoid", "robust", "hinge", "ipo", "exo_pair", "nca_pair", "bco_pair",
+                 "sppo_hard", "apo_zero", "apo_down")
+    for end in "xyzqw"
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("words", [FIFTY_TYPOS, [*FIFTY_TYPOS, "?"]])
+def test_a_long_did_you_mean_is_shortened_as_the_got_is(words) -> None:
+    """Fifty misspelt words were told 'did you mean' of them all (a screenful) where the '(got
+    ...)' beside them stops at 80 characters; both are shortened the same way: the list meant
+    where each word means a loss, else each word's loss."""
+    with pytest.raises(ConfigError) as refused:
+        DPOConfig(loss_type=words)
+    said = str(refused.value)
+    meant = said.split("; did you mean ", 1)[1].removesuffix("?")
+    got = said.split(" (got ", 1)[1].split("); did you mean")[0]
+    assert len(meant) == len(got) == 80 and meant.endswith("...") and got.endswith("..."), said
+    each = "?" in words
+    assert meant.startswith("sigmoid for sigmoidx, " if each else "['sigmoid', 'robust', ")

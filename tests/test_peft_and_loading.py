@@ -390,6 +390,22 @@ def test_a_listed_module_that_matches_nothing_is_refused(
         train(config, echo=quiet, **lora)
 
 
+def test_fifty_misspelt_target_modules_are_said_shortened_with_their_count(
+    tiny_model_dirs, pairs_file, tmp_path
+) -> None:
+    """Fifty names that match no layer ran the refusal to a screenful; they are said as a
+    value is (80 characters and '...'), with their count, before the layers to choose from."""
+    typos = [f"q_proj_{i:02d}" for i in range(50)]
+    config = tiny_config(tiny_model_dirs["llama"], pairs_file, tmp_path / "out", max_steps=1,
+                         lora_r=4, lora_target_modules=typos)  # fmt: skip
+    with pytest.raises(ModelLoadError) as refused:
+        train(config, echo=quiet)
+    said = str(refused.value)
+    names = said.removeprefix("lora_target_modules (target_modules): ").split(" (50 names)")[0]
+    assert len(names) == 80 and names.startswith("'q_proj_00', 'q_proj_01'"), said
+    assert names.endswith("...") and "q_proj_49" not in said and "its linear layers: " in said
+
+
 def test_ref_model_init_kwargs_load_a_separate_reference_beside_adapters(
     tiny_model_dirs, pairs_file, tmp_path
 ) -> None:

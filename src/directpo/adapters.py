@@ -19,6 +19,7 @@ import torch
 from directpo.errors import ModelLoadError, first_line
 from directpo.lora_options import lora_config
 from directpo.model_locations import has_files, is_regex, looks_local
+from directpo.option_values import shortened
 from directpo.precision import DTYPES
 
 
@@ -154,15 +155,17 @@ def apply_peft(
         peft_config.exclude_modules = MAMBA_LORA_EXCLUDED
     # as given: peft fills in the config (all-linear, null) with the names it chose
     targets = getattr(peft_config, "target_modules", None)
-    targets = list(targets) if isinstance(targets, list | set | tuple) else None
+    # (peft keeps a list as a set: sorted, its names are said in one order run after run)
+    targets = sorted(targets) if isinstance(targets, set) else targets
+    targets = list(targets) if isinstance(targets, list | tuple) else None
     to_save = list(getattr(peft_config, "modules_to_save", None) or [])
     parameters = list(getattr(peft_config, "target_parameters", None) or [])
     try:
         with peft_wrapping():
             wrapped = get_peft_model(model, peft_config, revision=revision)
     except (ValueError, TypeError, re.error) as exc:  # e.g. target modules not in the model
-        said = _regex_unmatched(model, peft_config) or f"peft: {first_line(exc)}"
-        raise ModelLoadError(said) from None
+        said = _regex_unmatched(model, peft_config) or _none_matched(model, targets)
+        raise ModelLoadError(said or f"peft: {first_line(exc)}") from None
     _check_names_matched(wrapped, targets, to_save, parameters)
     return wrapped
 
@@ -217,18 +220,14 @@ def _check_names_matched(
     missing = _unmatched(parameters, getattr(model, "targeted_parameter_names", []))
     if missing:
         raise ModelLoadError(
-            f"lora_target_parameters (target_parameters): {', '.join(map(repr, missing))} "
+            f"lora_target_parameters (target_parameters): {_names_said(missing)} "
             f"{_match(missing)} no parameter of the model (peft matches the end of a "
             "parameter's name, e.g. mlp.experts.gate_up_proj)"
         )
     if targets:
         missing = _unmatched(targets, getattr(model, "targeted_module_names", []))
         if missing:
-            layers = ", ".join(_linear_names(model))
-            raise ModelLoadError(
-                f"lora_target_modules (target_modules): {', '.join(map(repr, missing))} "
-                f"{_match(missing)} no layer of the model; its linear layers: {layers}"
-            )
+            raise ModelLoadError(_targets_unmatched(model, missing))
     saved = [n for n, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper)]
     # peft's rule for modules_to_save: the end of the name
     missing = [k for k in to_save if not any(n.endswith(k) for n in saved)]
@@ -237,10 +236,34 @@ def _check_names_matched(
         ends = {base.get_input_embeddings(), base.get_output_embeddings()}
         names = [n.rsplit(".", 1)[-1] for n, m in base.named_modules() if n and m in ends]
         raise ModelLoadError(
-            f"lora_modules_to_save (modules_to_save): {', '.join(map(repr, missing))} "
+            f"lora_modules_to_save (modules_to_save): {_names_said(missing)} "
             f"{_match(missing)} no module of the model (peft matches the end of a module's "
             f"name); its embeddings and LM head: {', '.join(names)}"
         )
+
+
+def _none_matched(model: torch.nn.Module, targets: list[str] | None) -> str | None:
+    """Listed target_modules of which none matches a module (peft's refusal then named them
+    all as a set, in no order: fifty typos a screenful), said as a few unmatched ones are."""
+    names = [name for name, _ in model.named_modules() if name]
+    if not targets or len(_unmatched(targets, names)) < len(targets):
+        return None
+    return _targets_unmatched(model, targets)
+
+
+def _targets_unmatched(model: torch.nn.Module, missing: list[str]) -> str:
+    return (
+        f"lora_target_modules (target_modules): {_names_said(missing)} {_match(missing)} no "
+        f"layer of the model; its linear layers: {', '.join(_linear_names(model))}"
+    )
+
+
+def _names_said(names: list[str]) -> str:
+    """The names that match nothing, shortened as a refusal's values are (fifty misspelt
+    target_modules ran the line to a screenful), with their count where cut."""
+    whole = ", ".join(map(repr, names))
+    said = shortened(whole)
+    return whole if said == whole else f"{said} ({len(names)} names)"
 
 
 def _match(names: list[str]) -> str:

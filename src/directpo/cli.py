@@ -155,9 +155,17 @@ def _unknown_flags(unknown: list[str], flags: list[str], options: type) -> Confi
         firsts.setdefault(flag.split("=", 1)[0] if flag.startswith("-") else flag, flag)
     said = [spread] if spread else []
     said += [
-        unknown_flag_message(flag, options, _word_after(flag, flags)) for flag in firsts.values()
+        unknown_flag_message(flag, options, _word_after(flag, flags), _words_before(flag, flags))
+        for flag in firsts.values()
     ]
     return ConfigErrors.joined([ConfigError(line) for line in said])
+
+
+def _words_before(word: str, flags: list[str]) -> list[str]:
+    """The words before a stray ``word`` (its one-value flag said with it), none for a flag."""
+    if word.startswith("-") or word not in flags:
+        return []
+    return flags[: flags.index(word)]
 
 
 def _word_after(flag: str, flags: list[str]) -> Any:

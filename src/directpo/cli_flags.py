@@ -372,8 +372,8 @@ def yaml_and_flags(tokens: Sequence[str], options: type) -> tuple[str | None, di
 @dataclasses.dataclass
 class _Reading:
     """``yaml_and_flags``' tokens as they are read: the next one's index, the YAML file and
-    flags so far, the last flag (to explain a stray token), torchtune's key=value overrides,
-    and what is refused (said together once every token is read: FlagsRefused)."""
+    flags so far, torchtune's key=value overrides, and what is refused (said together once
+    every token is read: FlagsRefused)."""
 
     tokens: Sequence[str]
     options: type
@@ -381,7 +381,6 @@ class _Reading:
     index: int = 0
     config_file: str | None = None
     flags: dict[str, Any] = dataclasses.field(default_factory=dict)
-    previous: str | None = None
     overrides: list[str] = dataclasses.field(default_factory=list)
     refused: list[str] = dataclasses.field(default_factory=list)
 
@@ -404,20 +403,32 @@ def _read_free_token(reading: _Reading, token: str) -> None:
         key, _, value = token.partition("=")  # read as the flag it says to write, so
         reading.flags[key] = flag_value(kinds.get(key, VALUE), [value])  # its rows are read
         return
-    if reading.config_file is not None:
-        previous = reading.previous
-        one = previous is not None and kinds.get(previous) == VALUE
-        after = f" (--{previous} takes one value)" if one else ""
+    after = one_value_hint(tokens[: index - 1], kinds)
+    if reading.config_file is not None or (after and not _looks_like_config_file(token)):
+        # (a second word after a one-value flag is no config file: --reward_fn m:f m:g was
+        # told 'config file not found: m:g', as --beta 0.1 0.2 '... not found: 0.2')
         reading.refused.append(f"unexpected argument '{token}'{after}")
         return
     reading.config_file = token
+
+
+def one_value_hint(before: Sequence[str], kinds: dict[str, str]) -> str:
+    """`` (--beta takes one value)`` where the words ``before`` a stray word end with a
+    one-value flag and its value (``--beta 0.1`` or ``--beta=0.1``), else ''."""
+    flag = ""
+    if len(before) >= 2 and before[-2].startswith("--") and "=" not in before[-2]:
+        flag = before[-2]
+    elif before and before[-1].startswith("--") and "=" in before[-1]:
+        flag = before[-1].partition("=")[0]
+    key = flag[2:].replace("-", "_")
+    one = kinds.get(key) == VALUE or key == "config"  # (train's --config: one file)
+    return f" (--{key} takes one value)" if flag and one else ""
 
 
 def _read_flag(reading: _Reading, token: str) -> None:
     """A ``--key``, ``--key=value`` or ``--key value ...``: its values read on from the tokens
     after it."""
     key, sep, value = token[2:].partition("=")
-    reading.previous = key
     kind = reading.kinds.get(key, "unknown")
     values = [value] if sep else []
     if not sep or kind in (LIST, PATHS):
@@ -501,10 +512,13 @@ def _is_override(token: str) -> bool:
     return bool(re.match(r"([A-Za-z_][\w.]*)=(.*)$", token)) and not os.path.exists(token)
 
 
-def _argument_hint(token: str, options: type) -> str:
+def _argument_hint(token: str, options: type, before: Sequence[str] = ()) -> str:
     """What a free argument is meant as, for the commands that take none (score's rows file,
-    given as train's config file is, was only 'unexpected argument')."""
+    given as train's config file is, was only 'unexpected argument'); a second word after a
+    one-value flag is said so (score --beta 0.1 0.2 was 'unexpected argument '0.2'')."""
     names = {f.name for f in dataclasses.fields(options)}
+    if one := one_value_hint(before, option_kinds(options)):
+        return one
     if names_yaml(token) and "input" in names:
         return "; score, rank and generate read no config file: give their options as flags"
     if "input" in names and (token.lower().endswith(DATA_EXTENSIONS) or os.path.exists(token)):
@@ -533,17 +547,20 @@ def spread_input(tokens: Sequence[str], options: type) -> str | None:
     return None
 
 
-def unknown_flag_message(flag: str, options: type, value: Any = NO_VALUE) -> str:
+def unknown_flag_message(
+    flag: str, options: type, value: Any = NO_VALUE, before: Sequence[str] = ()
+) -> str:
     """The refusal of an unknown ``flag`` (``--model``, ``--model=run/``); ``value``: the word
     given after it, where the caller knows it (``--model=run/`` carries its own), so that
-    another tool's spelling is told the flag with it (``give --model_name_or_path run/``)."""
+    another tool's spelling is told the flag with it (``give --model_name_or_path run/``);
+    ``before``: the words before a stray argument (score --beta 0.1 0.2: --beta's one value)."""
     names = [n for n, _, _ in option_help(options)]
     names += ["config"] if hasattr(options, "save_record") else []  # train's --config (-c)
     if not flag.startswith("-"):
         key, _, value = flag.partition("=")
         if _is_override(flag) and key in names:  # (train says so of its key=value too)
             return f"'{flag}': options are flags here: --{key} {shlex.quote(value)}"
-        return f"unexpected argument '{flag}'{_argument_hint(flag, options)}"
+        return f"unexpected argument '{flag}'{_argument_hint(flag, options, before)}"
     name, equals, written = flag.lstrip("-").partition("=")
     hint = unknown_hint(name, names, value=written if equals else value)
     if instead := getattr(options, "FOREIGN_KEYS", {}).get(name):

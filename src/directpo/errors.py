@@ -8,6 +8,7 @@ that line and exits with code 2; nothing else about the failure is shown (no tra
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Iterator
 
@@ -42,8 +43,9 @@ class ConfigErrors(ConfigError):
         if len(lines) == 1 and not data:
             message = prefix + lines[0]
         else:
-            noun = "option cannot" if len(lines) == 1 else "options cannot"
-            message = f"{prefix}{len(lines)} {noun} be used:\n" + "\n".join(
+            count = options_named(lines)
+            noun = "option cannot" if count == 1 else "options cannot"
+            message = f"{prefix}{count} {noun} be used:\n" + "\n".join(
                 f"  {line}" for line in lines
             )
             if data:
@@ -62,6 +64,37 @@ class ConfigErrors(ConfigError):
         lines = [line for error in errors for line in getattr(error, "problems", [str(error)])]
         rows = [line for error in errors for line in getattr(error, "rows", [])]
         return ConfigErrors(getattr(errors[0], "where", ""), lines, rows)
+
+
+def options_named(lines: list[str]) -> int:
+    """How many options ``lines`` are about, for 'N options cannot be used' (it counted lines:
+    'warmup_steps and warmup_ratio are both set' beside beta's line was '2 options', and
+    warmup_steps' limit beside that line '3 options' of two). A line is about the options that
+    lead it ('a and b are both set', 'a: ...') and the one it 'cannot be used with'; a line
+    that leads with no option's name (an unknown key's) is one option of its own."""
+    known = _option_names()
+    about: set[str] = set()
+    for at, line in enumerate(lines):
+        names = []
+        rest = line
+        while (word := re.match(r"(?:--)?([a-z][a-z0-9_]*)", rest)) and word[1] in known:
+            names.append(word[1])
+            rest = rest[word.end() :]
+            if not (joint := re.match(r",? and |, | / ", rest)):
+                break
+            rest = rest[joint.end() :]
+        other = re.search(r" cannot be used with (?:--)?([a-z][a-z0-9_]*)", line)
+        names += [other[1]] if names and other and other[1] in known else []
+        about |= set(names) or {f"line {at}"}
+    return len(about)
+
+
+@functools.cache
+def _option_names() -> frozenset[str]:
+    """Every command's option names (read when several refusals are said together)."""
+    from directpo.option_hints import command_options
+
+    return frozenset(name for names in command_options().values() for name in names)
 
 
 @contextlib.contextmanager

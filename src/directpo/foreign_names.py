@@ -268,10 +268,19 @@ def _lr_scheduler(value: Any) -> str:
 
 
 def _device(value: Any) -> str:
-    """torchtune's device: cuda is where directpo trains when it can, cpu where it cannot."""
+    """torchtune's device: cuda is where directpo trains when it can, cpu where it cannot.
+    ``device: cuda`` without a visible GPU is refused, as torchtune stops there: it trained on
+    the CPU, hours slower, said only by 'on cpu' in the start line (docs/migrating.md)."""
     import torch
 
-    if value in ("cuda", None) or (value == "cpu" and not torch.cuda.is_available()):
+    gpu = torch.cuda.is_available()
+    written = value.strip().lower() if isinstance(value, str) else value
+    if written == "cuda" and not gpu:
+        return (
+            f"{value} asks for a GPU and none is visible here (torchtune stops); "
+            f"{said('device', 'cpu')} trains on the CPU"
+        )
+    if written in ("cuda", None) or (written == "cpu" and not gpu):
         return ""
     return "directpo trains on CUDA when it can; for the CPU hide the GPUs: CUDA_VISIBLE_DEVICES="
 

@@ -21,6 +21,7 @@ from directpo.callers import (
     spell_setting,
     written_as,
 )
+from directpo.option_values import shortened
 
 # no value given with an unknown name (a flag at the end of the line, a switch)
 NO_VALUE: Any = object()
@@ -330,6 +331,7 @@ def meant_words(given: Collection[object], typed: Any, key: str, choices: Collec
         # ['a', 'b'] in Python)
         apart = isinstance(typed, list | tuple)  # (a flag's words typed apart: told so)
         shown = str(fixed[0]) if len(fixed) == 1 else spell_list(key, fixed, apart)
-        return f"; did you mean {shown}?"
+        return f"; did you mean {shortened(shown)}?"
     pairs = [f"{choice} for {word}" for word, choice in meant.items() if choice]
-    return f"; did you mean {', '.join(pairs)}?"
+    # (shortened as the 'got' beside it is: fifty misspelt words ran the line to a screenful)
+    return f"; did you mean {shortened(', '.join(pairs))}?"

@@ -181,6 +181,18 @@ def _one_line_string(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 _OneLineDumper.add_representer(str, _one_line_string)
 
 
+# the most characters of a value (or a list of words) said in a one-line refusal
+SHOWN_CHARACTERS = 80
+
+
+def shortened(text: str) -> str:
+    """``text`` as a refusal's line says a value: whole up to SHOWN_CHARACTERS, else its start
+    and '...' (a list of fifty words ran the line to a screenful)."""
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return text[: SHOWN_CHARACTERS - 3] + "..."
+
+
 def value_shown(value: Any) -> str:
     """``value`` in an error's one line: short values as YAML writes them (as_yaml: the
     recipe's or flag's dtype: [bfloat16] was "got ['bfloat16']", loss_weights: true "got
@@ -190,8 +202,7 @@ def value_shown(value: Any) -> str:
     if isinstance(value, bool | None) and _from_python():  # (DPOConfig(x=True): not 'true')
         return repr(value)
     if isinstance(value, str | int | float | bool | list | tuple | dict | type(None)):
-        text = " ".join(as_yaml(value).split())
-        return text if len(text) <= 80 else text[:77] + "..."
+        return shortened(" ".join(as_yaml(value).split()))
     if isinstance(value, type):  # (optimizer=torch.optim.AdamW was 'a builtins.type object')
         return f"the class {value.__module__}.{value.__qualname__}"
     return f"a {type(value).__module__}.{type(value).__qualname__} object"
@@ -208,8 +219,7 @@ def words_shown(given: Any, read: Any, key: str) -> str:
     words = [given] if isinstance(given, str) else given
     if not isinstance(words, list | tuple) or not all(isinstance(w, str) for w in words):
         return value_shown(read)
-    text = " ".join(spell_list(key, given).split())
-    return text if len(text) <= 80 else text[:77] + "..."
+    return shortened(" ".join(spell_list(key, given).split()))
 
 
 def typed_shown(value: Any) -> str:
