@@ -157,6 +157,12 @@ def _csv_rows(path: str, label: str) -> tuple[Iterator[tuple[str, Any]], list[st
     return _csv_records(path, label, header, delimiter), header
 
 
+def csv_separator(path: str) -> str:
+    """The field separator ``path`` (a CSV file, compressed too) is read with: a comma, or
+    ``_delimiter``'s semicolon or tab (a DataError where its header is no CSV)."""
+    return _delimiter(_csv_header(path, path, ","))
+
+
 def _csv_header(path: str, label: str, delimiter: str) -> list[str]:
     with open_text(path, newline="", errors="surrogateescape") as handle:
         try:
