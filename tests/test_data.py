@@ -1044,6 +1044,33 @@ def test_csv_cells_holding_message_lists_are_decoded(tmp_path: Path) -> None:
     assert data.examples[0].rejected == [{"role": "assistant", "content": "[not, a message list]"}]
 
 
+def test_a_csv_reply_that_is_a_message_lists_json_is_text_in_a_file_of_text(
+    tmp_path: Path,
+) -> None:
+    """A code answer that is literally a chat messages array ('[{"role": "user", ...}]') in
+    a CSV of text replies was read as a list and refused ('field 'chosen' must be a string,
+    got a list'; skip_invalid_rows dropped the pair): in a file whose rows are text it is the
+    text written, as in a JSON file's string; a conversation's cells still read as messages."""
+    import csv
+
+    code = '[{"role": "user", "content": "hi"}]'
+    path = tmp_path / "x.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["prompt", "chosen", "rejected"])
+        writer.writerow(["List two fruits as JSON", '["apple", "pear"]', "apple"])
+        writer.writerow(["The messages JSON of a user saying hi", code, " " + code[:-1]])
+    data = load_preferences(str(path))
+    assert data.layout == "explicit"
+    assert [e.chosen for e in data.examples] == ['["apple", "pear"]', code]
+    assert data.examples[1].rejected == " " + code[:-1]  # (no list: text as before)
+    first = tmp_path / "first.csv"  # the file's first row: its layout is the file's
+    first.write_text("".join(path.read_text().splitlines(keepends=True)[i] for i in (0, 2, 1)))
+    data = load_preferences(str(first))
+    assert data.layout == "explicit"
+    assert [e.chosen for e in data.examples] == [code, '["apple", "pear"]']
+
+
 @pytest.mark.parametrize(
     "chosen",
     ["\n\nHuman: What is X?\n\nAssistant:", "\n\nHuman: What is X?\n\nAssistant: "],

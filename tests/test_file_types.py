@@ -313,6 +313,34 @@ def test_a_streamed_folders_csv_cells_are_read_as_written(tmp_path, monkeypatch)
     assert [e.chosen for e in load_preferences(streamed).examples] == ["007", "1e5"]
 
 
+def test_a_folder_of_excels_semicolon_csv_files_is_read_as_the_file_alone(tmp_path, monkeypatch):
+    """Excel in German or French locales writes CSV with semicolons (its decimal mark is the
+    comma), which a CSV train_file reads; a folder of them failed to load ("cannot load (...
+    Expected 1 fields in line 3, saw 2)"). Each split is read with its files' separator, a
+    comma inside a cell kept, '007' as written, a bad row said at its file's line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text(
+        "prompt;chosen;rejected\nHallo, Welt;007;nein\nNa, du?;Gut, danke.;\n"
+    )
+    (tmp_path / "data" / "test.csv").write_text("prompt,chosen,rejected\nYo,1e5,x\n")
+    for streamed in (False, True):
+        config = SimpleNamespace(
+            dataset_name="data", dataset_config=None, dataset_streaming=streamed,
+            dataset_train_split="train", dataset_test_split="test",
+        )  # fmt: skip
+        train = load_named_dataset(config, "dataset_train_split", required="training")
+        test = load_named_dataset(config, "dataset_test_split", required=None)
+        assert [row["prompt"] for row in train] == ["Hallo, Welt", "Na, du?"]
+        assert [row["chosen"] for row in train] == ["007", "Gut, danke."]
+        assert list(test) == [{"prompt": "Yo", "chosen": "1e5", "rejected": "x"}]
+    alone = load_preferences(str(tmp_path / "data" / "train.csv"), skip_invalid_rows=True)
+    folder = load_preferences(_train(tmp_path), skip_invalid_rows=True)
+    assert [e.chosen for e in folder.examples] == [e.chosen for e in alone.examples] == ["007"]
+    with pytest.raises(DataError, match="data/train.csv: line 3: field 'rejected' is empty"):
+        load_preferences(_train(tmp_path))
+
+
 def test_a_folders_csv_splits_of_different_columns_are_each_read_as_written(tmp_path, monkeypatch):
     """train.csv with UltraFeedback's score columns beside a test.csv without them: one table's
     features cannot hold both, so the folder fell back to pandas' types for every split ('007'

@@ -243,8 +243,8 @@ def test_the_end_note_names_one_step_and_a_run_that_never_updated() -> None:
         one = nonfinite_end_note(1, 6, 1e-6)
         every = nonfinite_end_note(3, 3, 1e4)
     assert one.startswith("warning: the run's last step (6) was skipped, its loss or gradient")
-    assert "holds step 5's weights" in one and "--learning_rate 1e-6" in one
-    assert "holds the starting weights" in every
+    assert "holds step 5's weights, on which it failed;" in one and "--learning_rate 1e-6" in one
+    assert "holds the starting weights, on which those steps failed;" in every
     assert nonfinite_end_note(0, 6, 1e-6) == ""
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from tiny import tiny_config
 
+from directpo.arguments import checked_arguments, config_with
 from directpo.batching import DataSchedule
-from directpo.config import DPOConfig
+from directpo.config import DPOConfig, load_config
 from directpo.start_notes import start_notes
 from directpo.trainer import train
 
@@ -55,6 +56,47 @@ def test_trls_use_peft_at_all_linear_says_trl_adapts_peafts_choice() -> None:
     assert start_notes(DPOConfig(lora_r=32), 4, lora=True) == []
     # train(config, peft_config=LoraConfig(...)): its target_modules are the run's
     assert start_notes(DPOConfig(use_peft=True), 4, lora=True, peft_config=object()) == []
+
+
+def test_use_peft_with_all_linear_written_by_any_caller_is_not_said_to_differ(tmp_path) -> None:
+    """lora_target_modules: all-linear written beside use_peft (a TRL recipe, --use_peft
+    --lora_target_modules all-linear) trains what TRL trains: it was told 'directpo's default;
+    TRL's use_peft ... adapts peft's choice: lora_target_modules: null for TRL's adapters',
+    advice that made the run train fewer modules than the TRL run it ports. Only the value left
+    unwritten is said, by every caller, through train()'s rebuilds too."""
+
+    def said(config: DPOConfig) -> bool:
+        return any(note.startswith("use_peft trains") for note in start_notes(config, 4, True))
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: m\nuse_peft: true\nlora_target_modules: all-linear\n")
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("model_name_or_path: m\nuse_peft: true\nlora_r: 32\n")
+    flags = {"use_peft": "true", "lora_target_modules": "all-linear"}
+    written = {
+        "recipe": load_config(recipe),
+        "flags": load_config(None, flags),
+        "flag over a recipe": load_config(bare, {"lora_target_modules": "all-linear"}),
+        "keyword": DPOConfig(use_peft=True, lora_target_modules=["all-linear"]),
+        "train(config, keyword)": config_with(
+            DPOConfig(use_peft=True), {"lora_target_modules": "all-linear"}
+        ),
+    }
+    attribute = DPOConfig(use_peft=True)
+    attribute.lora_target_modules = ["all-linear"]  # (a notebook's, after it was built)
+    written["attribute"] = attribute
+    for caller, config in written.items():
+        rebuilt, _ = checked_arguments(config, None, lambda line: None)  # (train()'s rebuild)
+        assert not said(config) and not said(rebuilt), caller
+    unwritten = {
+        "recipe": load_config(bare),
+        "flags": load_config(None, {"use_peft": "true"}),
+        "keyword": DPOConfig(use_peft=True, lora_r=32),
+        "train(config, keyword)": config_with(DPOConfig(use_peft=True), {"beta": 0.2}),
+    }
+    for caller, config in unwritten.items():
+        rebuilt, _ = checked_arguments(config, None, lambda line: None)
+        assert said(config) and said(rebuilt), caller
 
 
 def test_lora_dropout_under_disable_dropout_is_said_once_where_trl_would_zero_it() -> None:

@@ -5,7 +5,6 @@ that express it (so that the run's config.yaml reruns the same training)."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,6 +27,7 @@ from directpo.errors import ConfigError, ConfigErrors, respelled
 from directpo.lora_options import lora_options_of
 from directpo.option_loading import names_yaml
 from directpo.option_paths import refuse_moved_or_copied_record
+from directpo.options import replaced
 from directpo.trl_compat import ALIASES, reward_model_named
 from directpo.trl_table import QUANTIZATION_4BIT_OPTIONS, QUANTIZATION_OPTIONS
 
@@ -355,7 +355,7 @@ def rebuilt_config(config: DPOConfig, **options: Any) -> DPOConfig:
     """``config`` built again (its values checked), a refused value named as it was set: a TRL
     alias set after construction (``config.max_new_tokens = 0``) by that alias."""
     try:
-        rebuilt = dataclasses.replace(config, **options)
+        rebuilt = replaced(config, **options)
     except ConfigError as error:
         raise respelled(error, config.__dict__.get("_spelled", {})) from None
     if "_foreign_tool" in config.__dict__:  # (the tool a recipe's names were: start notes)

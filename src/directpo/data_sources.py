@@ -22,7 +22,7 @@ from directpo.errors import ConfigError, DataError, first_line
 from directpo.file_types import ALONE, ALONE_IN_A_MIXTURE, refuse_changed_values
 from directpo.hub import cache_only_where_unreachable, unreachable_reason
 from directpo.option_paths import builder_without_files
-from directpo.readers import COMPRESSED, compression_of
+from directpo.readers import COMPRESSED, compression_of, csv_separator
 from directpo.row_places import remember_saved_files, remember_split_files
 
 
@@ -269,15 +269,15 @@ def dataset_splits(
 
 
 def _csv_headers(files: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, tuple]:
-    """Each split's one header, where a folder's files are all CSV (or all TSV) and the files
-    of each split share one: read as text (_as_text), as directpo's own reader reads a CSV
-    train_file, every cell as written. datasets' csv reader (pandas) reads a cell that looks
-    like a number, a boolean or a missing value as one: '007' trained (or was refused as a
-    number) as 7, '1e5' as 100000.0, 'NaN' and an empty cell as None, and a folder whose one
-    file's chosen column is all numbers beside another's words failed naming no file ("Failed
-    to parse string: 'true' as a scalar of type int64"). A cell of messages is read as that
-    list where the rows are read (readers._dataset_rows). {} for other files, or a split's
-    files of different columns (said by the load)."""
+    """Each split's one header and field separator, where a folder's files are all CSV (or all
+    TSV) and the files of each split share them: read as text (_as_text), as directpo's own
+    reader reads a CSV train_file, every cell as written. datasets' csv reader (pandas) reads a
+    cell that looks like a number, a boolean or a missing value as one: '007' trained (or was
+    refused as a number) as 7, '1e5' as 100000.0, 'NaN' and an empty cell as None, and a folder
+    whose one file's chosen column is all numbers beside another's words failed naming no file
+    ("Failed to parse string: 'true' as a scalar of type int64"). A cell of messages is read as
+    that list where the rows are read (readers._dataset_rows). {} for other files, or a split's
+    files of different columns or separators (said by the load)."""
     paths = [str(path) for split in files.values() for path in split]
     # (.tsv too: datasets reads it with the same pandas reader, tabs apart; '007' was refused
     # as 'a number' and an empty cell said 'is null'; a .csv.gz's rows as its .csv's)
@@ -286,14 +286,17 @@ def _csv_headers(files: Mapping[str, Any], options: Mapping[str, Any]) -> dict[s
         return {}
     import pandas
 
-    separator = "\t" if kinds == {".tsv"} else ","
     headers: dict[str, tuple] = {}
     for split, split_files in files.items():
         try:
-            read = {
-                tuple(pandas.read_csv(str(path), nrows=0, sep=separator).columns)
-                for path in split_files
-            }
+            # each file's separator as a CSV train_file's: Excel's semicolon (German, French
+            # locales) failed the folder ("Expected 1 fields in line 3, saw 2") where the
+            # file alone trained
+            read = set()
+            for path in split_files:
+                separator = "\t" if kinds == {".tsv"} else csv_separator(str(path))
+                columns = pandas.read_csv(str(path), nrows=0, sep=separator).columns
+                read.add((tuple(columns), separator))
         except Exception:  # (a file pandas cannot read: said by the load, as before)
             return {}
         if len(read) != 1:
@@ -302,12 +305,14 @@ def _csv_headers(files: Mapping[str, Any], options: Mapping[str, Any]) -> dict[s
     return headers
 
 
-def _as_text(header: tuple) -> dict[str, Any]:
-    """load_dataset's options that read a CSV table of ``header`` with every cell as text."""
+def _as_text(table: tuple) -> dict[str, Any]:
+    """load_dataset's options that read a CSV table of ``table`` (its header, its field
+    separator) with every cell as text."""
     import datasets
 
+    header, separator = table
     text = datasets.Features({name: datasets.Value("string") for name in header})
-    return {"features": text, "keep_default_na": False, "na_filter": False}
+    return {"features": text, "keep_default_na": False, "na_filter": False, "sep": separator}
 
 
 def _each_split_as_text(

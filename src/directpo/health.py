@@ -148,8 +148,9 @@ def nonfinite_end_note(in_a_row: int, done: int, learning_rate: float) -> str:
         else f"{in_a_row} steps ({done - in_a_row + 1}-{done}) were skipped, their"
     )
     kept = f"step {done - in_a_row}'s weights" if done > in_a_row else "the starting weights"
+    failed = "it" if in_a_row == 1 else "those steps"  # (one step was 'those steps')
     return (
         f"warning: the run's last {steps} loss or gradient not finite (NaN/Inf): the model "
-        f"saved holds {kept}, on which those steps failed; check learning_rate (this run's: "
+        f"saved holds {kept}, on which {failed} failed; check learning_rate (this run's: "
         f"{said('learning_rate', Blank(compact(learning_rate)))}) and those steps' pairs"
     )

@@ -288,6 +288,8 @@ def accepting_spellings(cls: type[T]) -> type[T]:
         if refused:  # with the missing paths and bad rows of the options it took (the CLI's)
             raise beside_refusal(refused, self)
         object.__setattr__(self, "_spelled", spelled)  # for train()'s check of it again
+        # which options the caller gave, a default's value too (options.options_passed)
+        object.__setattr__(self, "_options_passed", frozenset(names[: len(args)]) | set(values))
 
     cls.__init__ = __init__  # type: ignore[assignment]
     return cls

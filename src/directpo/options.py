@@ -51,6 +51,8 @@ from directpo.option_values import (
 from directpo.shell_expansion import home_expanded, unset_said, unset_variables
 from directpo.yaml_interpolation import escaped
 
+T = typing.TypeVar("T", bound="Options")
+
 
 @functools.cache
 def _field_names(cls: type) -> list[str]:
@@ -177,6 +179,8 @@ class Options:
         if name.startswith("_") or name in _field_names(type(self)):
             object.__setattr__(self, name, value)
             self.__dict__.get("_spelled", {}).pop(name, None)  # now set by its own name
+            if not name.startswith("_") and (passed := options_passed(self)) is not None:
+                object.__setattr__(self, "_options_passed", passed | {name})  # (once built)
             return
         cls = type(self)
         for key, translated in cls.translate(
@@ -375,6 +379,23 @@ def replace_text(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+def options_passed(options: Options) -> frozenset[str] | None:
+    """The options that its caller gave (a keyword, a recipe's key, a flag, an attribute set
+    after it was built), its default's value too: ``lora_target_modules: all-linear`` written
+    is a choice, the same value unwritten directpo's default (start_notes' use_peft line said
+    TRL would train otherwise to a recipe that wrote it). None where not known."""
+    return options.__dict__.get("_options_passed")
+
+
+def replaced(options: T, **changes: Any) -> T:
+    """``dataclasses.replace(options, **changes)`` knowing which options were given, as
+    ``options`` did, and ``changes``: replace gives the constructor every field."""
+    rebuilt = dataclasses.replace(options, **changes)  # type: ignore[type-var]
+    if (passed := options_passed(options)) is not None:
+        object.__setattr__(rebuilt, "_options_passed", passed | set(changes))
+    return rebuilt
 
 
 def _default(f: dataclasses.Field) -> Any:

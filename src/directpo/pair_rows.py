@@ -27,7 +27,7 @@ from directpo.messages import (
     text_or_messages,
 )
 from directpo.preference_pairs import Columns, PreferenceExample
-from directpo.readers import RowError, kind_of
+from directpo.readers import CellMessages, RowError, as_written, kind_of
 from directpo.row_formats import from_openai, is_openai_layout, openai_message
 from directpo.row_kinds import other_format, splits_said
 from directpo.template_args import row_template_kwargs, row_tools
@@ -67,7 +67,9 @@ def parse_pair(
         if openai:
             row = from_openai(row)
         if columns.prompt in row:
-            layout = prompt_layout(row[columns.prompt], row.get(columns.chosen))
+            layout = prompt_layout(
+                row[columns.prompt], row.get(columns.chosen), row.get(columns.rejected)
+            )
         else:
             layout = "implicit"
             refuse_unread_prompt(row, columns, list(row), where)
@@ -131,7 +133,7 @@ def detect_layout(
         return "implicit"
     prompt = row.get(columns.prompt)
     if isinstance(prompt, list | str) or prompt is None:
-        return prompt_layout(prompt, row.get(columns.chosen))
+        return prompt_layout(prompt, row.get(columns.chosen), row.get(columns.rejected))
     raise RowError(
         "wrong type",
         f"field '{columns.prompt}' must be a string or a list of messages, got {kind_of(prompt)}",
@@ -183,10 +185,15 @@ def require_fields(row: dict[str, Any], columns: Columns) -> None:
             raise RowError("missing field", f"missing field '{key}'")
 
 
-def prompt_layout(prompt: Any, chosen: Any) -> str:
+def prompt_layout(prompt: Any, chosen: Any, rejected: Any = None) -> str:
     """A row's layout from its prompt: message lists, or a prompt text whose chosen side is a
-    whole conversation (HuggingFaceH4/ultrafeedback_binarized), are conversational."""
-    if isinstance(prompt, list) or (is_message_list(chosen) and isinstance(prompt, str)):
+    whole conversation (HuggingFaceH4/ultrafeedback_binarized), are conversational. A CSV
+    cell's messages (a code answer that is their JSON) beside a text prompt and a text
+    rejected reply are text: the row was refused ('field 'rejected' must be a list')."""
+    text_reply = isinstance(chosen, CellMessages) and not is_message_list(rejected)
+    if isinstance(prompt, list) or (
+        is_message_list(chosen) and isinstance(prompt, str) and not text_reply
+    ):
         return "conversational"
     return "explicit"
 
@@ -229,9 +236,11 @@ def parse_row(
             chosen = completion_messages(chosen, columns.chosen)
             rejected = completion_messages(rejected, columns.rejected)
     elif layout == "explicit":
-        prompt = text_field(field_value(row, columns.prompt), columns.prompt)
-        chosen = text_field(chosen, columns.chosen)
-        rejected = text_field(rejected, columns.rejected)
+        # (a CSV cell that reads as messages, a reply that is their JSON, is text in a file of
+        # text: it was refused as 'must be a string, got a list')
+        prompt = text_field(as_written(field_value(row, columns.prompt)), columns.prompt)
+        chosen = text_field(as_written(chosen), columns.chosen)
+        rejected = text_field(as_written(rejected), columns.rejected)
     else:
         raw_prompt = field_value(row, columns.prompt)
         if isinstance(raw_prompt, str):

@@ -157,6 +157,12 @@ def _csv_rows(path: str, label: str) -> tuple[Iterator[tuple[str, Any]], list[st
     return _csv_records(path, label, header, delimiter), header
 
 
+def csv_separator(path: str) -> str:
+    """The field separator ``path`` (a CSV file, compressed too) is read with: a comma, or
+    ``_delimiter``'s semicolon or tab (a DataError where its header is no CSV)."""
+    return _delimiter(_csv_header(path, path, ","))
+
+
 def _csv_header(path: str, label: str, delimiter: str) -> list[str]:
     with open_text(path, newline="", errors="surrogateescape") as handle:
         try:
@@ -222,15 +228,29 @@ def _csv_row(header: list[str], fields: list[str]) -> dict[str, Any] | RowError:
     return {name: _csv_cell(text) for name, text in zip(header, fields, strict=True)}
 
 
+class CellMessages(list):
+    """A CSV cell's list of messages, with the cell's ``text``: a file of text replies read it
+    as written (``as_written``), where a reply is such a list's JSON (a code answer)."""
+
+    text: str
+
+
+def as_written(value: Any) -> Any:
+    """``value``, or the text of a CSV cell that was read as a list of messages."""
+    return value.text if isinstance(value, CellMessages) else value
+
+
 def _csv_cell(text: str) -> Any:
     """A cell's text; a cell holding a list of messages (as JSON, or as the Python repr that
-    pandas writes for a list column) is that list."""
+    pandas writes for a list column) is that list (``CellMessages``)."""
     stripped = text.strip()
     if not (stripped.startswith("[{") and stripped.endswith("}]") and "role" in stripped):
         return text
     value = list_in_text(stripped)
     if value is not None and all(isinstance(m, dict) and "role" in m for m in value):
-        return value
+        cell = CellMessages(value)
+        cell.text = text
+        return cell
     return text
 
 

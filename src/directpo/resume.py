@@ -5,7 +5,6 @@ is moved aside (checkpoints) or removed (per-step samples, online rounds)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import secrets
@@ -38,6 +37,7 @@ from directpo.errors import CheckpointError, ConfigError
 from directpo.lora_options import lora_options_of
 from directpo.model_identity import base_change, reference_change
 from directpo.optimizers import fit_saved_groups, no_decay_ids
+from directpo.options import replaced
 from directpo.outputs import remove
 from directpo.pair_store import PairStore
 from directpo.precision import evaluates_in_float32
@@ -164,7 +164,7 @@ def run_seed(config: DPOConfig, world: World, echo: Callable[[str], None]) -> DP
 
     seed, line = on_main(world, chosen)
     echo(line)
-    return keeping_sources(config, dataclasses.replace(config, seed=seed))
+    return keeping_sources(config, replaced(config, seed=seed))
 
 
 # the options that decide what a step optimizes: a checkpoint records them, and a resume that

@@ -12,6 +12,7 @@ import torch
 from directpo.callers import spell_change, spell_option
 from directpo.foreign_defaults import foreign_defaults_note
 from directpo.model_locations import is_adapter_folder
+from directpo.options import options_passed
 from directpo.preference_pairs import counted
 
 
@@ -104,9 +105,11 @@ def _trl_peft_targets_differ(config: Any) -> bool:
     with lora_target_modules at directpo's all-linear: TRL's ModelConfig leaves target_modules
     to peft (q_proj, v_proj on Llama), so its run trains a fraction of these adapters; an
     adapter folder as the model continues with its own modules."""
+    passed = options_passed(config)  # (all-linear written is the caller's: TRL's too)
     return (
         bool(config.use_peft)
         and config.lora_target_modules == ["all-linear"]
+        and (passed is None or "lora_target_modules" not in passed)
         and not is_adapter_folder(config.model_name_or_path)
     )
 
