@@ -135,7 +135,12 @@ def test_a_trl_recipe_is_told_trls_epochs_and_precision(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["model_name_or_path: base\n", "model_name_or_path: base\nbf16: true\nseed: 3\n"],
+    [
+        "model_name_or_path: base\n",
+        "model_name_or_path: base\nbf16: true\nseed: 3\n",
+        # padding_free is TRL's name too (trl_table.NO_EFFECT): here directpo's own option
+        "model_name_or_path: base\npadding_free: false\n",
+    ],
 )
 def test_directpos_own_names_are_told_no_tools_defaults(tmp_path, text) -> None:
     assert foreign_defaults_note(_recipe(tmp_path, text)) is None

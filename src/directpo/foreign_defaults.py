@@ -145,6 +145,7 @@ def tool_of(keys: Iterable[str]) -> str | None:
     """The tool whose names ``keys`` (as the sources wrote them) use: OpenRLHF's or
     torchtune's (foreign_names), else TRL's (trl_table's, and TRL's options directpo keeps);
     None: directpo's own names."""
+    from directpo.config import DPOConfig
     from directpo.foreign_names import REFUSED, RENAMED
     from directpo.trl_table import ALIASES, NO_EFFECT
 
@@ -154,7 +155,10 @@ def tool_of(keys: Iterable[str]) -> str | None:
         return OPENRLHF
     if foreign & TORCHTUNE_NAMES:
         return TORCHTUNE
-    if keys & (set(ALIASES) | set(NO_EFFECT) | TRL_NAMES):
+    # a name TRL shares with directpo (padding_free, in NO_EFFECT for TRL's meaning) is
+    # directpo's own: a plain recipe writing it is told no TRL defaults
+    ours = {field.name for field in dataclasses.fields(DPOConfig)} - TRL_NAMES
+    if keys & (set(ALIASES) | set(NO_EFFECT) | TRL_NAMES) - ours:
         return TRL
     return None
 
