@@ -530,3 +530,25 @@ def test_a_config_file_after_a_one_value_flag_is_still_the_config(capsys, tmp_pa
     """A YAML file (or any file there) after a flag's value is the config, not a stray word."""
     assert main(["train", "--beta", "0.1", str(tmp_path / "absent.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        # a second config was told '(--beta takes one value)', or nothing at all
+        (["--beta", "0.2", "extra.yaml"], "'extra.yaml' (one config file is read, r.yaml: give "),
+        (["extra.yaml"], "'extra.yaml' (one config file is read, r.yaml: give extra.yaml's "),
+        (["--bf16", "r.yaml"], "'r.yaml' (the config file, given twice)"),
+        # a switch's written value is its one value, as a one-value flag's
+        (["--bf16", "true", "false"], "'false' (--bf16 takes one value)"),
+        (["--bf16=true", "false"], "'false' (--bf16 takes one value)"),
+    ],
+)
+def test_a_second_config_or_a_switchs_second_word_is_said_why(
+    capsys, tmp_path, monkeypatch, argv, said
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text("model_name_or_path: base\n")
+    (tmp_path / "extra.yaml").write_text("beta: 0.2\n")
+    assert main(["train", "r.yaml", *argv]) == 2
+    assert f"unexpected argument {said}" in capsys.readouterr().err

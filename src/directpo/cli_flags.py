@@ -407,6 +407,16 @@ def _read_free_token(reading: _Reading, token: str) -> None:
     if reading.config_file is not None or (after and not _looks_like_config_file(token)):
         # (a second word after a one-value flag is no config file: --reward_fn m:f m:g was
         # told 'config file not found: m:g', as --beta 0.1 0.2 '... not found: 0.2')
+        if reading.config_file is not None and _looks_like_config_file(token):
+            # (train r.yaml --beta 0.2 extra.yaml was told '--beta takes one value': a
+            # second config, as train r.yaml extra.yaml, is not merged)
+            first = reading.config_file
+            twice = os.path.abspath(token) == os.path.abspath(first)
+            after = (
+                " (the config file, given twice)"
+                if twice
+                else f" (one config file is read, {first}: give {token}'s options as flags)"
+            )
         reading.refused.append(f"unexpected argument '{token}'{after}")
         return
     reading.config_file = token
@@ -422,6 +432,8 @@ def one_value_hint(before: Sequence[str], kinds: dict[str, str]) -> str:
         flag = before[-1].partition("=")[0]
     key = flag[2:].replace("-", "_")
     one = kinds.get(key) == VALUE or key == "config"  # (train's --config: one file)
+    # a switch's written value too (--bf16 true false), not the config after a bare switch
+    one = one or (kinds.get(key) == BOOLEAN and not _looks_like_config_file(before[-1]))
     return f" (--{key} takes one value)" if flag and one else ""
 
 
