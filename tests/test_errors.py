@@ -47,3 +47,27 @@ def test_a_line_that_names_no_option_first_is_one_of_its_own() -> None:
     ]
     assert options_named(lines) == 5
     assert str(ConfigErrors("", lines[3:])).startswith("2 options cannot be used:\n")
+
+
+def test_lines_headed_by_their_source_count_the_options_they_name(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """Flags and a file refused together head each line by its source ('m.yaml: warmup_steps
+    and warmup_ratio are both set', 'command line: max_steps ...'): the count was of lines
+    then (5 of 7 options, 6 of 8 with a device line and an unknown flag)."""
+    from directpo.cli import main
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    recipe = tmp_path / "m.yaml"
+    recipe.write_text(
+        "model_name_or_path: base\nwarmup_steps: 5\nwarmup_ratio: 0.1\nbeta: -1\n"
+        "load_in_4bit: true\nload_in_8bit: true\n"
+    )
+    flags = ["--max_steps", "-3", "--lora_target_modules", "q_proj", "--nosuch", "3"]
+    assert main(["train", str(recipe), *flags, "--learning_rate", "x"]) == 2
+    said = capsys.readouterr().err.strip().split("\n")
+    assert said[0] == "directpo: error: 9 options cannot be used:", said
+    heads = (f"  {recipe}: ", "  command line: ")
+    assert len(said) == 8 and all(line.startswith(heads) for line in said[1:]), said
+    lines = ["train(): beta must be > 0", "out/c.yaml: warmup_steps and warmup_ratio are both"]
+    assert options_named([*lines, "unknown option 'x': beta?"]) == 4

@@ -66,6 +66,11 @@ class ConfigErrors(ConfigError):
         return ConfigErrors(getattr(errors[0], "where", ""), lines, rows)
 
 
+# the source heading a line where flags (or train()'s keywords) and a file are refused together
+# (option_loading._headed_by_source): 'command line: ', 'train(): ', a file's path
+SOURCE_HEAD = re.compile(r"(?:command line|train\(\)|[^'\"\s:]*[./][^'\"\s:]*): ")
+
+
 def options_named(lines: list[str]) -> int:
     """How many options ``lines`` are about, for 'N options cannot be used' (it counted lines:
     'warmup_steps and warmup_ratio are both set' beside beta's line was '2 options', and
@@ -75,18 +80,28 @@ def options_named(lines: list[str]) -> int:
     known = _option_names()
     about: set[str] = set()
     for at, line in enumerate(lines):
-        names = []
-        rest = line
-        while (word := re.match(r"(?:--)?([a-z][a-z0-9_]*)", rest)) and word[1] in known:
-            names.append(word[1])
-            rest = rest[word.end() :]
-            if not (joint := re.match(r",? and |, | / ", rest)):
-                break
-            rest = rest[joint.end() :]
-        other = re.search(r" cannot be used with (?:--)?([a-z][a-z0-9_]*)", line)
-        names += [other[1]] if names and other and other[1] in known else []
+        names = _leading_options(line, known)
+        if not names and (source := SOURCE_HEAD.match(line)):
+            # a line headed by its source when flags and a file are refused together
+            # ('m.yaml: warmup_steps and warmup_ratio are both set', 'command line: beta ...')
+            names = _leading_options(line[source.end() :], known)
         about |= set(names) or {f"line {at}"}
     return len(about)
+
+
+def _leading_options(line: str, known: frozenset[str]) -> list[str]:
+    """The options that lead ``line`` (joined by 'and', ',' or '/') and the one it 'cannot
+    be used with'."""
+    names = []
+    rest = line
+    while (word := re.match(r"(?:--)?([a-z][a-z0-9_]*)", rest)) and word[1] in known:
+        names.append(word[1])
+        rest = rest[word.end() :]
+        if not (joint := re.match(r",? and |, | / ", rest)):
+            break
+        rest = rest[joint.end() :]
+    other = re.search(r" cannot be used with (?:--)?([a-z][a-z0-9_]*)", line)
+    return names + ([other[1]] if names and other and other[1] in known else [])
 
 
 @functools.cache
