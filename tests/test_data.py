@@ -1071,6 +1071,28 @@ def test_a_csv_reply_that_is_a_message_lists_json_is_text_in_a_file_of_text(
     assert [e.chosen for e in data.examples] == [code, '["apple", "pear"]']
 
 
+@pytest.mark.parametrize("delimiter", [",", "\t"])
+def test_a_conversation_row_after_a_first_row_of_text_is_no_text(
+    tmp_path: Path, delimiter: str
+) -> None:
+    """A first row of text (its reply a code answer that is a messages array's JSON) made the
+    file's rows text, and a later row whose three cells are a conversation trained on the
+    cells' JSON as its prompt and replies; it is refused as a JSON Lines file's list is."""
+    import csv
+
+    code = '[{"role": "user", "content": "hi"}]'
+    turn = [json.dumps([{"role": role, "content": text}]) for role, text in
+            (("user", "Q?"), ("assistant", "A"), ("assistant", "B"))]  # fmt: skip
+    path = tmp_path / ("x.csv" if delimiter == "," else "x.tsv")
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerows([["prompt", "chosen", "rejected"], ["Say hi as JSON", code, "hi"], turn])
+    with pytest.raises(DataError, match=r"line 3: field 'prompt' must be a string, got a list"):
+        load_preferences(str(path))
+    data = load_preferences(str(path), skip_invalid_rows=True)
+    assert [e.chosen for e in data.examples] == [code]  # (the code answer: text, as before)
+
+
 @pytest.mark.parametrize(
     "chosen",
     ["\n\nHuman: What is X?\n\nAssistant:", "\n\nHuman: What is X?\n\nAssistant: "],

@@ -48,7 +48,9 @@ def kind_of(value: Any) -> str:
         float: "a number",
         type(None): "null",
     }
-    return names.get(type(value), type(value).__name__)
+    # (by the nearest known base: a CSV cell's messages, readers.CellMessages, is a list)
+    known = [names[kind] for kind in type(value).__mro__ if kind in names]
+    return known[0] if known else type(value).__name__
 
 
 # what ``errors="surrogateescape"`` decodes a byte that is not UTF-8 to: U+DC80..U+DCFF

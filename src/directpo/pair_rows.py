@@ -238,9 +238,14 @@ def parse_row(
     elif layout == "explicit":
         # (a CSV cell that reads as messages, a reply that is their JSON, is text in a file of
         # text: it was refused as 'must be a string, got a list')
-        prompt = text_field(as_written(field_value(row, columns.prompt)), columns.prompt)
-        chosen = text_field(as_written(chosen), columns.chosen)
-        rejected = text_field(as_written(rejected), columns.rejected)
+        # A row whose prompt cell is messages too is a conversation, not a code answer: it is
+        # refused as a JSON Lines file's would be ('must be a string, got a list'), where it
+        # trained on its cells' JSON text after a first row of text
+        raw_prompt = field_value(row, columns.prompt)
+        written = (lambda value: value) if isinstance(raw_prompt, CellMessages) else as_written
+        prompt = text_field(written(raw_prompt), columns.prompt)
+        chosen = text_field(written(chosen), columns.chosen)
+        rejected = text_field(written(rejected), columns.rejected)
     else:
         raw_prompt = field_value(row, columns.prompt)
         if isinstance(raw_prompt, str):
