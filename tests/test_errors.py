@@ -70,4 +70,5 @@ def test_lines_headed_by_their_source_count_the_options_they_name(
     heads = (f"  {recipe}: ", "  command line: ")
     assert len(said) == 8 and all(line.startswith(heads) for line in said[1:]), said
     lines = ["train(): beta must be > 0", "out/c.yaml: warmup_steps and warmup_ratio are both"]
-    assert options_named([*lines, "unknown option 'x': beta?"]) == 4
+    spaced = "my runs/m.yaml: load_in_4bit and load_in_8bit are both set: choose one"
+    assert options_named([*lines, "unknown option 'x': beta?", spaced]) == 6

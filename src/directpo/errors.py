@@ -68,7 +68,9 @@ class ConfigErrors(ConfigError):
 
 # the source heading a line where flags (or train()'s keywords) and a file are refused together
 # (option_loading._headed_by_source): 'command line: ', 'train(): ', a file's path
-SOURCE_HEAD = re.compile(r"(?:command line|train\(\)|[^'\"\s:]*[./][^'\"\s:]*): ")
+SOURCE_HEAD = re.compile(
+    r"(?:command line|train\(\)|[^'\"\s:]*[./][^'\"\s:]*|[^'\":]*\.(?:ya?ml|json)): "
+)  # (a path with spaces: a config file's ending)
 
 
 def options_named(lines: list[str]) -> int:
