@@ -532,6 +532,15 @@ def test_a_config_file_after_a_one_value_flag_is_still_the_config(capsys, tmp_pa
     assert "config file not found" in capsys.readouterr().err
 
 
+def test_a_yaml_file_after_a_flag_of_score_is_said_as_no_config(capsys) -> None:
+    """score --beta 0.1 r.yaml was told '(--beta takes one value)' where a YAML file anywhere
+    else is told that score reads none."""
+    assert main(["score", "--beta", "0.1", "r.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "unexpected argument 'r.yaml'; score, rank and generate read no config file" in err
+    assert "takes one value" not in err
+
+
 @pytest.mark.parametrize(
     ("argv", "said"),
     [

@@ -529,10 +529,10 @@ def _argument_hint(token: str, options: type, before: Sequence[str] = ()) -> str
     given as train's config file is, was only 'unexpected argument'); a second word after a
     one-value flag is said so (score --beta 0.1 0.2 was 'unexpected argument '0.2'')."""
     names = {f.name for f in dataclasses.fields(options)}
+    if names_yaml(token) and "input" in names:  # (after --beta 0.1 too: no second beta)
+        return "; score, rank and generate read no config file: give their options as flags"
     if one := one_value_hint(before, option_kinds(options)):
         return one
-    if names_yaml(token) and "input" in names:
-        return "; score, rank and generate read no config file: give their options as flags"
     if "input" in names and (token.lower().endswith(DATA_EXTENSIONS) or os.path.exists(token)):
         return f"; the rows to read are --input {token}"
     return ""
