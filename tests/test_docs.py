@@ -367,6 +367,33 @@ def test_the_other_tools_defaults_table_is_the_start_lines() -> None:
     assert not problems, problems
 
 
+def test_the_learning_rate_ranges_the_docs_state_are_the_warnings() -> None:
+    """Every learning-rate range the docs give ('2e-7 to 5e-6 full', '5e-6 to 5e-4 with
+    adapters') is one of health.py's, the source of the warnings and learning_rate's help, and
+    the limits above which a run is warned are its limits."""
+    from directpo.health import ADAPTER_LIMIT, ADAPTER_RATES, FULL_LIMIT, FULL_RATES
+
+    ranges, limits = [], []
+    for path in DOCS:
+        text = _text(path).replace("\n", " ")
+        ranges += [(path.name, m) for m in re.findall(r"(\d[\d.]*e-\d+) to (\d[\d.]*e-\d+)", text)]
+        limits += [(path.name, m) for m in re.findall(r"above ([\d.e-]+) for (full|LoRA)", text)]
+    assert len(ranges) >= 3 and len(limits) >= 2, (ranges, limits)
+    known = {FULL_RATES, ADAPTER_RATES}
+    problems = [
+        f"{doc}: {low} to {high}"
+        for doc, (low, high) in ranges
+        if (float(low), float(high)) not in known
+    ]
+    expected = {"full": FULL_LIMIT, "LoRA": ADAPTER_LIMIT}
+    problems += [
+        f"{doc}: above {value} for {kind}"
+        for doc, (value, kind) in limits
+        if float(value) != expected[kind]
+    ]
+    assert not problems, problems
+
+
 def test_the_loss_table_lists_every_loss() -> None:
     text = _text(ROOT / "docs" / "losses.md")
     header, *documented = re.findall(r"^\| `([a-z_]+)` \|", text, re.M)
