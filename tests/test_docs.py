@@ -489,6 +489,27 @@ def test_every_file_and_test_the_docs_point_to_exists() -> None:
     assert not missing, missing
 
 
+def _heading_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_section_a_docs_link_jumps_to_is_a_heading() -> None:
+    """``[...](docs/performance.md#held-out-metrics-in-float32)``, ``[above](#1-train-on-your-
+    own-file)``: a renamed or moved section leaves such a link landing at the page's top; each
+    anchor must be a heading of the file it names."""
+    links, wrong = 0, []
+    for path in DOCS:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", _text(path)):
+            linked = (path.parent / target) if target else path
+            headings = re.findall(r"^#+ (.+)$", _text(linked), re.M)
+            links += 1
+            if anchor not in {_heading_anchor(heading) for heading in headings}:
+                wrong.append(f"{path.name}: {target}#{anchor}")
+    assert links >= 5, links
+    assert not wrong, wrong
+
+
 def test_every_test_the_docs_name_alone_exists() -> None:
     """docs/performance.md names the tests that pin a measured change by their name alone
     (`test_score_and_rank_call_the_tokenizer_once_per_batch_of_rows`), without their file:
