@@ -510,6 +510,15 @@ def test_every_section_a_docs_link_jumps_to_is_a_heading() -> None:
     assert not wrong, wrong
 
 
+def test_the_readme_links_every_page_of_docs() -> None:
+    """A page under docs/ that README.md does not link is one a new user never finds (README
+    is where they start); each is linked from it."""
+    linked = set(re.findall(r"\]\(docs/([\w-]+\.md)", _text(ROOT / "README.md")))
+    pages = {path.name for path in (ROOT / "docs").glob("*.md")}
+    assert len(pages) >= 7
+    assert not pages - linked, sorted(pages - linked)
+
+
 def test_every_test_the_docs_name_alone_exists() -> None:
     """docs/performance.md names the tests that pin a measured change by their name alone
     (`test_score_and_rank_call_the_tokenizer_once_per_batch_of_rows`), without their file:
