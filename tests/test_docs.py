@@ -285,6 +285,115 @@ def test_option_tables_name_real_options_with_their_defaults() -> None:
     assert not problems, problems
 
 
+def _real_default(name: str) -> object:
+    field = FIELDS[name]
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+# a default stated in prose: "`beta` (default 0.1", "`dtype`, default float32", "`weight`
+# defaults to 1", "`distributed: auto` (default)", "the default logging_steps 10"
+PROSE_DEFAULTS = (
+    r"`([a-z_0-9]+)`(?: \(|, )default:? `?([^`\s,;)]+)",
+    r"`([a-z_0-9]+)` defaults to `?([^`\s,;)]+)",
+    r"`([a-z_0-9]+): ([^`]+)` \((?:the )?default\)",
+    r"the default `?([a-z_0-9]+)`? ([0-9][^\s,;)]*)",
+)
+
+
+def test_every_default_stated_in_prose_is_dpoconfigs() -> None:
+    """Outside the option tables a default is said in a sentence (`cache_tokenized_max_gb`
+    (default 10), `distributed: auto` (default)); each must be DPOConfig's, so a changed
+    default cannot leave a sentence behind. Words for a computed default (`max_length` − 1)
+    are not compared."""
+    found, problems = 0, []
+    for path in DOCS:
+        text = _text(path).replace("\n", " ")
+        for pattern in PROSE_DEFAULTS:
+            for name, documented in re.findall(pattern, text):
+                if name not in FIELDS or documented.startswith("`"):
+                    continue
+                found += 1
+                problem = _documented_default(documented.strip("`"), _real_default(name))
+                problems += [f"{path.name}: {name}: {problem}"] if problem else []
+    assert found >= 6, found
+    assert not problems, problems
+
+
+def _tool_defaults_rows() -> list[tuple[str, str, str]]:
+    """(tool, its defaults cell, directpo's cell) of docs/migrating.md's "Another tool's
+    defaults" table."""
+    rows, table = [], False
+    for line in _text(ROOT / "docs" / "migrating.md").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("|"):
+            table = False
+        elif cells[0] == "tool" and cells[-1] == "directpo's":
+            table = True
+        elif table and not set(line) <= set("|-: "):
+            rows.append((cells[0], cells[1], cells[2]))
+    return rows
+
+
+def test_the_other_tools_defaults_table_is_the_start_lines() -> None:
+    """docs/migrating.md's table of other tools' defaults says what the start line says
+    (foreign_defaults.TOOL_DEFAULTS: each setting with its value) and, in its last column,
+    DPOConfig's default for that option (bf16's: dtype's)."""
+    from directpo.foreign_defaults import TOOL_DEFAULTS
+
+    rows = _tool_defaults_rows()
+    assert len(rows) >= 10
+    problems, documented = [], set()
+    for tool_cell, theirs, ours in rows:
+        tool = next(name for name in TOOL_DEFAULTS if tool_cell.startswith(name))
+        settings: dict[str, list[object]] = {}
+        for tool_default in TOOL_DEFAULTS[tool]:
+            for key, value in tool_default.settings:
+                settings.setdefault(key, []).append(value)
+        pairs = re.findall(r"`([a-z_0-9]+)(?:: ([^`]+))?`", theirs)
+        for key, value in pairs:
+            if key not in settings:
+                continue  # an option the row names beside the setting (warmup_steps, ...)
+            documented.add((tool, key))
+            real = settings[key]
+            said = yaml.safe_load(value) if value else None
+            said = float(said) if re.fullmatch(r"\d+(\.\d+)?e-?\d+", str(said)) else said
+            if value and not any(callable(r) or r == said for r in real):
+                problems.append(f"{tool}: {key}: documented {value!r}, the code says {real!r}")
+        first = "dtype" if pairs[0][0] == "bf16" else pairs[0][0]
+        problem = _documented_default(ours, _real_default(first))
+        problems += [f"{tool}: {first}: {problem}"] if problem else []
+    every = {(tool, key) for tool, ds in TOOL_DEFAULTS.items() for d in ds for key, _ in d.settings}
+    problems += [f"{tool}: {key}: no row" for tool, key in sorted(every - documented)]
+    assert not problems, problems
+
+
+def test_the_learning_rate_ranges_the_docs_state_are_the_warnings() -> None:
+    """Every learning-rate range the docs give ('2e-7 to 5e-6 full', '5e-6 to 5e-4 with
+    adapters') is one of health.py's, the source of the warnings and learning_rate's help, and
+    the limits above which a run is warned are its limits."""
+    from directpo.health import ADAPTER_LIMIT, ADAPTER_RATES, FULL_LIMIT, FULL_RATES
+
+    ranges, limits = [], []
+    for path in DOCS:
+        text = _text(path).replace("\n", " ")
+        ranges += [(path.name, m) for m in re.findall(r"(\d[\d.]*e-\d+) to (\d[\d.]*e-\d+)", text)]
+        limits += [(path.name, m) for m in re.findall(r"above ([\d.e-]+) for (full|LoRA)", text)]
+    assert len(ranges) >= 3 and len(limits) >= 2, (ranges, limits)
+    known = {FULL_RATES, ADAPTER_RATES}
+    problems = [
+        f"{doc}: {low} to {high}"
+        for doc, (low, high) in ranges
+        if (float(low), float(high)) not in known
+    ]
+    expected = {"full": FULL_LIMIT, "LoRA": ADAPTER_LIMIT}
+    problems += [
+        f"{doc}: above {value} for {kind}"
+        for doc, (value, kind) in limits
+        if float(value) != expected[kind]
+    ]
+    assert not problems, problems
+
+
 def test_the_loss_table_lists_every_loss() -> None:
     text = _text(ROOT / "docs" / "losses.md")
     header, *documented = re.findall(r"^\| `([a-z_]+)` \|", text, re.M)
@@ -378,6 +487,36 @@ def test_every_file_and_test_the_docs_point_to_exists() -> None:
             elif test and not re.search(rf"^def {test}", _text(ROOT / name), re.M):
                 missing.append(f"{path.name}: {name}::{test}")
     assert not missing, missing
+
+
+def _heading_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_section_a_docs_link_jumps_to_is_a_heading() -> None:
+    """``[...](docs/performance.md#held-out-metrics-in-float32)``, ``[above](#1-train-on-your-
+    own-file)``: a renamed or moved section leaves such a link landing at the page's top; each
+    anchor must be a heading of the file it names."""
+    links, wrong = 0, []
+    for path in DOCS:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", _text(path)):
+            linked = (path.parent / target) if target else path
+            headings = re.findall(r"^#+ (.+)$", _text(linked), re.M)
+            links += 1
+            if anchor not in {_heading_anchor(heading) for heading in headings}:
+                wrong.append(f"{path.name}: {target}#{anchor}")
+    assert links >= 5, links
+    assert not wrong, wrong
+
+
+def test_the_readme_links_every_page_of_docs() -> None:
+    """A page under docs/ that README.md does not link is one a new user never finds (README
+    is where they start); each is linked from it."""
+    linked = set(re.findall(r"\]\(docs/([\w-]+\.md)", _text(ROOT / "README.md")))
+    pages = {path.name for path in (ROOT / "docs").glob("*.md")}
+    assert len(pages) >= 7
+    assert not pages - linked, sorted(pages - linked)
 
 
 def test_every_test_the_docs_name_alone_exists() -> None:

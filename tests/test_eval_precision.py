@@ -245,7 +245,7 @@ def test_eval_generate_scores_its_samples_kl_in_float32(
     real = eval_samples.sample_completions
     monkeypatch.setattr(eval_samples, "sample_completions", recording)
     base, out = tiny_model_dirs["llama"], tmp_path / "out"  # stored in float32
-    if "lora_r" in setup:  # a LoRA base is held in bf16 only: one on its grid (README §6)
+    if "lora_r" in setup:  # a LoRA base is held in bf16 only: one on its grid (docs/performance.md)
         base = bf16_grid_copy(base, tmp_path / "model")
     config = tiny_config(
         base, pairs_file, out, dtype="bfloat16", max_steps=1, learning_rate=1e-3,

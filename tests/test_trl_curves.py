@@ -37,7 +37,8 @@ VARIANTS = {
     "apo_zero": ({"loss_type": ["apo_zero"]}, {}, {}, SENTIMENT_PAIRS),
     "exo_pair": ({"loss_type": ["exo_pair"], "label_smoothing": 0.1}, {}, {}, SENTIMENT_PAIRS),
     "sigmoid-sft-weights": (SFT, {}, {}, EQUAL_CHOSEN),
-    # TRL 1.16 has no rpo_alpha: it is the sft term of that weight (README, "TRL configs port")
+    # TRL 1.16 has no rpo_alpha: it is the sft term of that weight (docs/migrating.md, "TRL
+    # configs port")
     "rpo_alpha": ({}, SFT, {"rpo_alpha": 0.5}, EQUAL_CHOSEN),
     "use_weighting": ({"use_weighting": True}, {}, {}, SENTIMENT_PAIRS),
     "ld_alpha": ({"ld_alpha": 0.5}, {}, {}, SENTIMENT_PAIRS),

@@ -382,7 +382,7 @@ class DPOConfig(Options):
         "Training pairs mixed from several sources, as the alignment-handbook's recipes give "
         "them: {datasets: [{id, config, split, columns, weight}, ...], seed, "
         "test_split_size} (ids: files, dataset folders, hub ids in the local cache); "
-        "test_split_size holds out the eval pairs. See README (Train on your own file).",
+        "test_split_size holds out the eval pairs. See docs/data.md (mixtures).",
     )
     eval_file: str | list[str] | dict[str, str | list[str]] | None = option(
         None,
