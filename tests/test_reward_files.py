@@ -911,3 +911,30 @@ def test_a_template_without_a_generation_prompt_is_noted_by_score_and_rank(
     )
     assert notes == {"without": [note, note], "with": []}
     assert margins["without"] == pytest.approx(margins["with"], abs=1e-4)
+
+
+def test_a_mistyped_run_folder_is_said_missing_not_a_run_without_beta(
+    tmp_path, capsys, monkeypatch
+):
+    """score / rank / ImplicitReward.from_run of a relative run folder that does not exist (a
+    typo: runs/my-dpo2, shaped as a hub id) said '... has no config.yaml from a directpo run:
+    give --ref_model_name_or_path and --beta', sending the user after a model's settings; it
+    says there is no such folder (a hub model, no run, still told what it needs)."""
+    monkeypatch.chdir(tmp_path)
+    data = write_jsonl(tmp_path / "pairs.jsonl", [SENTIMENT_PAIRS[0]])
+    missing = "runs/my-dpo2"
+    for command in ("score", "rank"):
+        args = ["--model_name_or_path", str(missing), "--input", str(data)]
+        assert main([command, *args, "--output", str(tmp_path / "out.jsonl")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        line = (
+            f"{missing}: no such run folder (for a hub model, which holds no directpo run's "
+            "config.yaml: give --ref_model_name_or_path and --beta)"
+        )
+        assert (err[0] if command == "score" else err[1].strip()) == (
+            f"directpo: error: {line}" if command == "score" else line
+        )
+        assert "has no config.yaml" not in "\n".join(err)
+    assert not (tmp_path / "out.jsonl").exists()
+    with pytest.raises(ConfigError, match="no such run folder"):
+        ImplicitReward.from_run(missing)
