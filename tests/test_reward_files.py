@@ -938,3 +938,25 @@ def test_a_mistyped_run_folder_is_said_missing_not_a_run_without_beta(
     assert not (tmp_path / "out.jsonl").exists()
     with pytest.raises(ConfigError, match="no such run folder"):
         ImplicitReward.from_run(missing)
+
+
+def test_a_run_folder_before_its_final_save_names_its_latest_checkpoint(tmp_path, capsys):
+    """score / rank / generate of a run's output_dir still training (checkpoints only, no
+    final model yet) said it 'is not a model folder' and listed checkpoint-3, ... among its
+    files; the line now names the latest checkpoint (by step, not by name), a model folder."""
+    run = tmp_path / "run"
+    for step in (3, 10):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.69}\n')
+    (run / "checkpoint-notes").write_text("not a checkpoint\n")  # a file is none
+    data = write_jsonl(tmp_path / "pairs.jsonl", [SENTIMENT_PAIRS[0]])
+    for command in ("score", "generate"):
+        args = ["--model_name_or_path", str(run), "--input", str(data)]
+        assert main([command, *args, "--output", str(tmp_path / "out.jsonl")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert err[0].endswith(
+            f"; a run still training or stopped before its final save: its latest checkpoint, "
+            f"{run / 'checkpoint-10'}, is a model folder"
+        )
+    assert not (tmp_path / "out.jsonl").exists()
