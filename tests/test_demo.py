@@ -531,3 +531,32 @@ def test_run_demo_says_and_writes_what_it_did_with_its_steps_faked(tmp_path, mon
         len((out / "data" / name).read_text().splitlines())
         for name in ("pairs.jsonl", "heldout_prompts.jsonl", "train_prompts.jsonl")
     ] == [4, 2, 2]
+
+
+def test_plot_and_demo_without_matplotlib_say_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """matplotlib missing (an install with --no-deps): plot was a ModuleNotFoundError
+    traceback, and the demo trained every method before failing on its figures; both say
+    one line, rc 2, before any work, nothing written."""
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.69}) + "\n")
+    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    assert main(["plot", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("directpo: error: drawing curves needs matplotlib")
+    assert err[0].endswith("pip install matplotlib")
+    assert not (run / "curves.png").exists()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the demo started its work without matplotlib")
+
+    from directpo.demo import pipeline
+
+    monkeypatch.setattr(pipeline, "make_prompts", refuse)
+    with pytest.raises(Exception, match="drawing curves needs matplotlib"):
+        run_demo("quick", tmp_path / "demo")
+    assert not (tmp_path / "demo").exists()

@@ -911,3 +911,52 @@ def test_a_template_without_a_generation_prompt_is_noted_by_score_and_rank(
     )
     assert notes == {"without": [note, note], "with": []}
     assert margins["without"] == pytest.approx(margins["with"], abs=1e-4)
+
+
+def test_a_mistyped_run_folder_is_said_missing_not_a_run_without_beta(
+    tmp_path, capsys, monkeypatch
+):
+    """score / rank / ImplicitReward.from_run of a relative run folder that does not exist (a
+    typo: runs/my-dpo2, shaped as a hub id) said '... has no config.yaml from a directpo run:
+    give --ref_model_name_or_path and --beta', sending the user after a model's settings; it
+    says there is no such folder (a hub model, no run, still told what it needs)."""
+    monkeypatch.chdir(tmp_path)
+    data = write_jsonl(tmp_path / "pairs.jsonl", [SENTIMENT_PAIRS[0]])
+    missing = "runs/my-dpo2"
+    for command in ("score", "rank"):
+        args = ["--model_name_or_path", str(missing), "--input", str(data)]
+        assert main([command, *args, "--output", str(tmp_path / "out.jsonl")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        line = (
+            f"{missing}: no such run folder (for a hub model, which holds no directpo run's "
+            "config.yaml: give --ref_model_name_or_path and --beta)"
+        )
+        assert (err[0] if command == "score" else err[1].strip()) == (
+            f"directpo: error: {line}" if command == "score" else line
+        )
+        assert "has no config.yaml" not in "\n".join(err)
+    assert not (tmp_path / "out.jsonl").exists()
+    with pytest.raises(ConfigError, match="no such run folder"):
+        ImplicitReward.from_run(missing)
+
+
+def test_a_run_folder_before_its_final_save_names_its_latest_checkpoint(tmp_path, capsys):
+    """score / rank / generate of a run's output_dir still training (checkpoints only, no
+    final model yet) said it 'is not a model folder' and listed checkpoint-3, ... among its
+    files; the line now names the latest checkpoint (by step, not by name), a model folder."""
+    run = tmp_path / "run"
+    for step in (3, 10):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.69}\n')
+    (run / "checkpoint-notes").write_text("not a checkpoint\n")  # a file is none
+    data = write_jsonl(tmp_path / "pairs.jsonl", [SENTIMENT_PAIRS[0]])
+    for command in ("score", "generate"):
+        args = ["--model_name_or_path", str(run), "--input", str(data)]
+        assert main([command, *args, "--output", str(tmp_path / "out.jsonl")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert err[0].endswith(
+            f"; a run still training or stopped before its final save: its latest checkpoint, "
+            f"{run / 'checkpoint-10'}, is a model folder"
+        )
+    assert not (tmp_path / "out.jsonl").exists()

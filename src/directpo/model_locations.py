@@ -113,10 +113,27 @@ def check_model_location(key: str, value: str | None, subfolder: str | None = No
         shown = ", ".join(holds[:4]) + (" ..." if len(holds) > 4 else "") or "nothing"
         raise ConfigError(
             f"{key}: {value} is {what} (no config.json or adapter_config.json; it holds "
-            f"{shown}){_gguf_hint(holds)}"
+            f"{shown}){_gguf_hint(holds)}{_checkpoint_hint(value, holds)}"
         )
     if looks_local(value):
         raise ConfigError(f"{key}: no such model folder: {value}")
+
+
+def _checkpoint_hint(folder: str, names: list[str]) -> str:
+    """A run's output_dir before its final save (still training, or stopped) holds only its
+    checkpoints: named, the latest, which score, rank, generate and train load as a model."""
+    steps = [
+        int(name.split("-", 1)[1])
+        for name in names
+        if re.fullmatch(r"checkpoint-\d+", name) and os.path.isdir(os.path.join(folder, name))
+    ]
+    if not steps:
+        return ""
+    latest = os.path.join(folder, f"checkpoint-{max(steps)}")
+    return (
+        f"; a run still training or stopped before its final save: its latest checkpoint, "
+        f"{latest}, is a model folder"
+    )
 
 
 def _gguf_hint(names: list[str]) -> str:

@@ -45,6 +45,13 @@ def run_values_missing(
         config = run_config(run_dir)
     except ConfigError as err:  # another tool's config.yaml
         return f"{err} (not a directpo run's config.yaml? {give})"
+    if config is None and not os.path.exists(os.path.expanduser(run_dir)):
+        # a mistyped run folder (runs/my-dpo2): told to give a reference and beta, the user
+        # went looking for a model's settings, not for the typo; a hub id is no run either
+        return (
+            f"{run_dir}: no such run folder (for a hub model, which holds no directpo run's "
+            f"config.yaml: {give})"
+        )
     if config is None:
         return f"{run_dir} has no config.yaml from a directpo run: {give}"
     return None

@@ -30,7 +30,7 @@ from typing import Any
 
 from directpo.demo.assets import rotten_tomatoes, smollm2_dir
 from directpo.demo.methods import Experiment, Method, reward_model_accuracy, run_method
-from directpo.demo.plots import plot_curves, plot_frontier
+from directpo.demo.plots import check_plotting, plot_curves, plot_frontier
 from directpo.demo.sentiment import Judge, vader_reward
 from directpo.generate import sample_completions
 from directpo.jsonl import write_jsonl
@@ -163,6 +163,7 @@ def run_demo(
     profile = profile_name if isinstance(profile_name, Profile) else PROFILES[profile_name]
     profile_name = profile_name if isinstance(profile_name, str) else "custom"
     start = time.perf_counter()
+    check_plotting()  # its figures come last: a missing matplotlib said before the runs
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

@@ -24,12 +24,28 @@ EVAL_LINE_STYLES = ("--", ":", "-.")  # a run's eval sets, in the colour of its 
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    """matplotlib's pyplot, file-only; a one-line error where matplotlib is missing (an
+    install with --no-deps, a trimmed image): it was a ModuleNotFoundError traceback."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        from directpo.errors import ConfigError
+
+        raise ConfigError(
+            "drawing curves needs matplotlib, a directpo dependency not installed here "
+            f"({exc}): pip install matplotlib"
+        ) from None
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def check_plotting() -> None:
+    """Refuse at once where matplotlib is missing: the demo draws its figures after hours of
+    training, and stopped there, its runs done, on the import."""
+    _pyplot()
 
 
 def plot_curves(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: str | Path) -> Path:
