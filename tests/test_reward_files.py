@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants as hub_constants
 from tiny import (
     NO_SYSTEM_TURN_FOLDER,
     SENTIMENT_PAIRS,
@@ -21,6 +22,7 @@ from tiny import (
 )
 from tiny import read_jsonl as read
 
+from directpo import hub
 from directpo.cli import main
 from directpo.command_options import RankOptions, ScoreOptions
 from directpo.config import DPOConfig
@@ -921,6 +923,7 @@ def test_a_mistyped_run_folder_is_said_missing_not_a_run_without_beta(
     give --ref_model_name_or_path and --beta', sending the user after a model's settings; it
     says there is no such folder (a hub model, no run, still told what it needs)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hub, "_why_unreachable", lambda: None)  # a hub id could be loaded
     data = write_jsonl(tmp_path / "pairs.jsonl", [SENTIMENT_PAIRS[0]])
     missing = "runs/my-dpo2"
     for command in ("score", "rank"):
@@ -960,3 +963,37 @@ def test_a_run_folder_before_its_final_save_names_its_latest_checkpoint(tmp_path
             f"{run / 'checkpoint-10'}, is a model folder"
         )
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_hub_id_that_cannot_load_offline_is_said_so_before_beta_is_asked(
+    tmp_path, capsys, monkeypatch
+):
+    """score / rank of a hub id (org/model) on a machine that cannot reach the hub, with no
+    copy in the local cache, said 'no such run folder (for a hub model ...: give
+    --ref_model_name_or_path and --beta)'; given them, the user then learnt no model could load.
+    The first line says why at once; a cached copy (or a reachable hub) is still asked for
+    --beta, as the model loads."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hub, "_why_unreachable", lambda: "the Hub (h) cannot be reached")
+    cache = tmp_path / "hub-cache"
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    data = write_jsonl(tmp_path / "pairs.jsonl", [SENTIMENT_PAIRS[0]])
+    offline = (
+        "org/model: no such run folder, and as a hub id it cannot be loaded: the Hub (h) "
+        "cannot be reached, and the local cache holds no copy of it"
+    )
+    for command in ("score", "rank"):
+        args = ["--model_name_or_path", "org/model", "--input", str(data)]
+        assert main([command, *args, "--output", str(tmp_path / "out.jsonl")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert (err[0] if command == "score" else err[1].strip()) == (
+            f"directpo: error: {offline}" if command == "score" else offline
+        )
+    with pytest.raises(ConfigError) as raised:
+        ImplicitReward.from_run("org/model")
+    assert str(raised.value) == offline
+    (cache / "models--org--model").mkdir(parents=True)  # a copy the cache holds loads
+    with pytest.raises(ConfigError) as raised:
+        ImplicitReward.from_run("org/model")
+    assert "no such run folder (for a hub model" in str(raised.value)
+    assert "cannot be loaded" not in str(raised.value)

@@ -80,6 +80,28 @@ def cache_only_where_unreachable(name: str) -> bool:
     return True
 
 
+def uncached_where_unreachable(name: str) -> str | None:
+    """For ``name`` shaped as a hub id (``org/model``) and no local path: why it cannot be
+    loaded where the hub cannot be reached and the local cache holds no copy of it (the words
+    model_files.check_hub_reachable says at load), else None. Asks nothing but the one probe,
+    imports no torch: score and rank say it in their first pass over the options."""
+    if os.path.exists(os.path.expanduser(name)) or not HUB_ID.fullmatch(name):
+        return None
+    if hub_reachable():
+        return None
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    if os.path.isdir(
+        os.path.join(constants.HF_HUB_CACHE, repo_folder_name(repo_id=name, repo_type="model"))
+    ):
+        return None
+    return (
+        f"as a hub id it cannot be loaded: {unreachable_reason()}, and the local cache holds "
+        "no copy of it"
+    )
+
+
 @contextlib.contextmanager
 def offline_flags_kept() -> Iterator[None]:
     """The offline flags as they were before the block."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from directpo.callers import Entry, caller, spell_setting
 from directpo.config import DPOConfig, load_config
 from directpo.errors import ConfigError
+from directpo.hub import uncached_where_unreachable
 from directpo.yaml_interpolation import written_escaped
 
 # checkpoint.MANIFEST and outputs.FINAL_STAGING, whose modules import torch
@@ -47,7 +48,12 @@ def run_values_missing(
         return f"{err} (not a directpo run's config.yaml? {give})"
     if config is None and not os.path.exists(os.path.expanduser(run_dir)):
         # a mistyped run folder (runs/my-dpo2): told to give a reference and beta, the user
-        # went looking for a model's settings, not for the typo; a hub id is no run either
+        # went looking for a model's settings, not for the typo; a hub id is no run either,
+        # but one that cannot be loaded here (offline, not cached) is said so at once: told
+        # only to give --beta, the user learnt after giving it that no model could load
+        unloadable = uncached_where_unreachable(run_dir)
+        if unloadable:
+            return f"{run_dir}: no such run folder, and {unloadable}"
         return (
             f"{run_dir}: no such run folder (for a hub model, which holds no directpo run's "
             f"config.yaml: {give})"
