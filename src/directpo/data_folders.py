@@ -15,8 +15,9 @@ from typing import Any
 
 from directpo.callers import spell_option
 from directpo.data_sources import hub_cache_snapshot, is_saved_dataset
+from directpo.data_text import rows_ending
 from directpo.errors import DataError
-from directpo.readers import COMPRESSED, DATA_KINDS
+from directpo.readers import DATA_KINDS
 
 # how train reads a folder whole (its dataset_name option): said where train reads the folder
 TRAIN_WHOLE = "train's dataset_name"
@@ -86,10 +87,7 @@ def data_files(folder: str) -> list[str]:
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            stem, ext = os.path.splitext(name.lower())
-            if ext in COMPRESSED:
-                ext = os.path.splitext(stem)[1]
-            if ext in DATA_KINDS:
+            if rows_ending(name) in DATA_KINDS:
                 found.append(os.path.join(root, name))
     return found
 

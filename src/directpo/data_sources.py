@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from directpo.callers import said, spell_setting
+from directpo.data_text import rows_ending
 from directpo.errors import ConfigError, DataError, first_line
 from directpo.file_types import ALONE, ALONE_IN_A_MIXTURE, refuse_changed_values
 from directpo.hub import cache_only_where_unreachable, unreachable_reason
@@ -343,9 +344,7 @@ def _each_split_as_text(
 
 def _table_kind(path: str) -> str | None:
     """The ending ".csv" or ".tsv" of such a file (compressed too: data.tsv.gz), else None."""
-    stem, ending = os.path.splitext(path.lower())
-    if ending in COMPRESSED:
-        ending = os.path.splitext(stem)[1]
+    ending = rows_ending(path)
     return ending if ending in (".csv", ".tsv") else None
 
 

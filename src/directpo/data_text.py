@@ -77,6 +77,14 @@ def not_utf8(text: str) -> RowError | None:
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
+def rows_ending(path: str) -> str:
+    """The ending that says what ``path``'s name holds, under its compression's, lower case:
+    data.JSONL.gz -> .jsonl, train.csv -> .csv (the readers, folder walks and type checks each
+    worked it out alike)."""
+    stem, ending = os.path.splitext(path.lower())
+    return os.path.splitext(stem)[1] if ending in COMPRESSED else ending
+
+
 # the first bytes of each COMPRESSED kind, and of compressed files read by no opener here
 MAGIC = {b"\x1f\x8b": ".gz", b"BZh": ".bz2", b"\xfd7zXZ\x00": ".xz"}
 UNREAD_MAGIC = {

@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from directpo.data_text import COMPRESSED, file_version, kind_of
+from directpo.data_text import file_version, kind_of, rows_ending
 from directpo.errors import DataError
 
 # how each file is read alone instead, said with each refusal: dataset_name's, a mixture's
@@ -166,10 +166,7 @@ def _items_at(value: Any, place: list[Any]) -> list[Any]:
 
 
 def _is_json(path: str) -> bool:
-    stem, ext = os.path.splitext(path.lower())
-    if ext in COMPRESSED:
-        ext = os.path.splitext(stem)[1]
-    return ext in (".jsonl", ".ndjson", ".json")
+    return rows_ending(path) in (".jsonl", ".ndjson", ".json")
 
 
 def _cast_keeps(first: Any, later: Any) -> bool:

@@ -23,7 +23,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from directpo.data_text import COMPRESSED, RowError, not_utf8, open_text, unread_compression
+from directpo.data_text import (
+    COMPRESSED,
+    RowError,
+    not_utf8,
+    open_text,
+    rows_ending,
+    unread_compression,
+)
 from directpo.data_text import compression_of as compression_of  # (imported from here too)
 from directpo.data_text import kind_of as kind_of  # (imported from here too)
 from directpo.errors import DataError, first_line
@@ -71,10 +78,8 @@ def open_rows(
         raise DataError(f"{label}: no such file")
     if (unread := unread_compression(path)) is not None:
         raise DataError(f"{label}: {unread}")
-    stem, ext = os.path.splitext(path.lower())
-    compression = ext if ext in COMPRESSED else None
-    if compression:  # data.jsonl.gz, as the hub and load_dataset's json builder keep them
-        ext = os.path.splitext(stem)[1]
+    last = os.path.splitext(path.lower())[1]  # (.gz of data.jsonl.gz, as the hub keeps them)
+    ext, compression = rows_ending(path), (last if last in COMPRESSED else "")
     names: list[str] | None = None
     try:
         lines = ext in (".jsonl", ".ndjson")
@@ -100,7 +105,7 @@ def open_rows(
     except (UnicodeDecodeError, OSError, EOFError, lzma.LZMAError) as exc:
         raise _unreadable(exc, label) from None
     raise DataError(
-        f"{label}: unsupported file type '{(ext or '(none)') + (compression or '')}'; use "
+        f"{label}: unsupported file type '{(ext or '(none)') + compression}'; use "
         ".jsonl, .json, .csv or .tsv (each may be .gz, .bz2 or .xz compressed), .parquet, "
         ".arrow or a datasets.save_to_disk folder"
     )

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from directpo.data_text import COMPRESSED, file_version, open_text
+from directpo.data_text import file_version, open_text, rows_ending
 from directpo.errors import DataError
 
 # each dataset read from local files, and its files in the order datasets read them
@@ -173,9 +173,7 @@ def _places(path: str) -> Iterator[str]:
     """The place of each row of ``path``, as its reader says it: "line 7", "row 3"."""
     from directpo.readers import open_rows  # (readers says a dataset's rows by their places)
 
-    stem, ext = os.path.splitext(path.lower())
-    if ext in COMPRESSED:
-        ext = os.path.splitext(stem)[1]
+    ext = rows_ending(path)
     if ext == ".arrow":  # a saved folder's shard, or datasets' cache: its rows by number
         import pyarrow as pa
 
